@@ -7,14 +7,14 @@ Docs: https://example.github.io/mlxtune/adapters.html.md"""
 # %% auto #0
 __all__ = ['save_adapters', 'lora_args_from_config', 'load_adapters', 'load']
 
-# %% ../nbs/03_adapters.ipynb #b21ef486
+# %% ../nbs/03_adapters.ipynb #8a7bdd17
 import json, os, tempfile
 from pathlib import Path
 import mlx.core as mx
 from mlx.utils import tree_flatten
 from .lora import LoraArgs, apply_lora
 
-# %% ../nbs/03_adapters.ipynb #be851db9
+# %% ../nbs/03_adapters.ipynb #aafd7eb0
 def save_adapters(model, path, config:dict)->Path:
     "Write the model's trainable weights and `config` to the adapter directory `path`, atomically."
     path = Path(path); path.mkdir(parents=True, exist_ok=True)

@@ -9,14 +9,14 @@ __all__ = ['ROLES', 'DataArgs', 'read_records', 'record_format', 'hf_tokenizer',
            'show_trained', 'completion_sample', 'text_sample', 'TokenizedDataset', 'load_split', 'load_datasets',
            'batch_order', 'Batch', 'make_batch', 'iterate_batches', 'padding_fraction']
 
-# %% ../nbs/00_data.ipynb #ad5eca13
+# %% ../nbs/00_data.ipynb #c87b926f
 import json, math, warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, Literal
 import numpy as np
 
-# %% ../nbs/00_data.ipynb #8e3db024
+# %% ../nbs/00_data.ipynb #93ebf569
 @dataclass
 class DataArgs:
     "Where the data is and how to read it."
@@ -40,7 +40,7 @@ class DataArgs:
         if not isinstance(self.max_seq_length, int) or self.max_seq_length < 2:
             raise ValueError(f"max_seq_length={self.max_seq_length!r}: must be an integer >= 2")
 
-# %% ../nbs/00_data.ipynb #887a84f0
+# %% ../nbs/00_data.ipynb #3b569ba2
 def _read_jsonl(path:Path)->list[tuple[dict, str]]:
     "Records of a JSON-lines file with their `file:line`; blank lines are skipped, anything else must be a JSON object."
     out = []
@@ -100,7 +100,7 @@ def read_records(source, # See `DataArgs.data`
         raise
     return _from_hf(ds, f'dataset {source!r} split {split!r}')
 
-# %% ../nbs/00_data.ipynb #7aaefb4e
+# %% ../nbs/00_data.ipynb #b167eaa4
 ROLES = ('system', 'developer', 'user', 'assistant', 'tool', 'ipython', 'function')
 
 def record_format(rec:dict, where:str, args:DataArgs)->str:
@@ -144,7 +144,7 @@ def _check_messages(rec, where, args):
     tools = rec.get(args.tools_field)
     if tools is not None and not isinstance(tools, list): raise ValueError(f'{where}: {args.tools_field!r} must be a list')
 
-# %% ../nbs/00_data.ipynb #a837894b
+# %% ../nbs/00_data.ipynb #1868687c
 def hf_tokenizer(tokenizer):
     "The Hugging Face tokenizer inside an mlx-lm `TokenizerWrapper` (or `tokenizer` itself)."
     from mlx_lm.tokenizer_utils import TokenizerWrapper
@@ -226,7 +226,7 @@ def _find_turn(msgs, i, full, cursor, render, eos_strs, where):
         if not full[end:p].strip(): return pos, p + len(t), False
     return pos, end, True
 
-# %% ../nbs/00_data.ipynb #770beaa7
+# %% ../nbs/00_data.ipynb #3cbfc464
 def trained_spans(ids:list[int], trained:list[bool], tokenizer)->list[str]:
     "The decoded text of every run of consecutive trained tokens."
     hf, out, run = hf_tokenizer(tokenizer), [], []
@@ -244,7 +244,7 @@ def show_trained(ids:list[int], trained:list[bool], tokenizer)->str:
         cur[1].append(t)
     return ''.join(f'[{hf.decode(r)}]' if m else hf.decode(r) for m, r in runs)
 
-# %% ../nbs/00_data.ipynb #c7d60f4e
+# %% ../nbs/00_data.ipynb #f8c04d44
 def completion_sample(prompt:str, completion:str, tokenizer, train_on:str='responses', where:str='record'):
     "A prompt/completion pair: through the chat template (user, assistant) when the tokenizer has one, else as plain text."
     hf = hf_tokenizer(tokenizer)
@@ -260,7 +260,7 @@ def text_sample(text:str, tokenizer)->tuple[list[int], list[bool]]:
     return _tokens_with_ranges(hf_tokenizer(tokenizer), text, [(0, len(text), True)], add_special=True,
                                eos=min(eos_ids(tokenizer)))
 
-# %% ../nbs/00_data.ipynb #80f7efdb
+# %% ../nbs/00_data.ipynb #eb98d5d2
 class TokenizedDataset:
     "One tokenised split: `ids[i]`, `trained[i]` (per token) and `where[i]` for every sample."
     def __init__(self, ids, trained, where, fmt, n_truncated=0, untrained=(), dropped=(), name='train'):
@@ -281,6 +281,13 @@ class TokenizedDataset:
                     min_len=int(L.min()), median_len=int(np.median(L)), max_len=int(L.max()),
                     truncated=self.n_truncated, untrained=len(self.untrained), dropped=len(self.dropped))
 
+    def describe(self)->str:
+        "The summary in one line."
+        s = self.summary()
+        return (f"{s['split']}: {s['samples']} {s['format']} samples, {s['tokens']:,} tokens ({s['trained_tokens']:,} trained, "
+                f"{s['trained_share']:.1%}), lengths {s['min_len']}-{s['max_len']} (median {s['median_len']}); "
+                f"truncated {s['truncated']}, untrained {s['untrained']}, dropped {s['dropped']}")
+
     def _repr_markdown_(self):
         s = self.summary()
         return '| ' + ' | '.join(s) + ' |\n|' + '---|' * len(s) + '\n| ' + ' | '.join(str(v) for v in s.values()) + ' |'
@@ -294,7 +301,7 @@ class TokenizedDataset:
         ax.set_title(f'{self.name}: {len(self)} samples')
         return ax
 
-# %% ../nbs/00_data.ipynb #e55aa450
+# %% ../nbs/00_data.ipynb #b854a2d4
 def load_split(source, tokenizer, args:DataArgs, split:str='train')->TokenizedDataset|None:
     "Read, check and tokenise one split of `source` (None if the split does not exist)."
     recs = read_records(source, split, args.hf_config)
@@ -332,7 +339,7 @@ def load_datasets(tokenizer, args:DataArgs, splits=('train', 'valid', 'test'))->
     names = {'train': args.train_split, 'valid': args.valid_split, 'test': args.test_split}
     return {s: load_split(args.data, tokenizer, args, names[s]) for s in splits}
 
-# %% ../nbs/00_data.ipynb #f9571cf1
+# %% ../nbs/00_data.ipynb #f794afc7
 def batch_order(lengths, # Token length of every sample
                 batch_size:int, # Samples per batch
                 seed:int=0, # Seed of the shuffles

@@ -7,14 +7,14 @@ Docs: https://example.github.io/mlxtune/lora.html.md"""
 # %% auto #0
 __all__ = ['linear_dims', 'LoRALinear', 'LoraArgs', 'target_keys', 'apply_lora', 'trainable_summary']
 
-# %% ../nbs/02_lora.ipynb #c82fdf1b
+# %% ../nbs/02_lora.ipynb #97601958
 import math
 from dataclasses import dataclass, field
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-# %% ../nbs/02_lora.ipynb #433fd93c
+# %% ../nbs/02_lora.ipynb #5f3bb3dc
 def linear_dims(layer)->tuple[int, int]:
     "`(input_dims, output_dims)` of an `nn.Linear` or `nn.QuantizedLinear`."
     out, inp = layer.weight.shape
@@ -37,7 +37,7 @@ class LoRALinear(nn.Module):
         z = (self.dropout(x) @ self.lora_a) @ self.lora_b
         return self.linear(x) + (self.scale * z).astype(x.dtype)
 
-# %% ../nbs/02_lora.ipynb #f0bc598f
+# %% ../nbs/02_lora.ipynb #216b82ff
 @dataclass
 class LoraArgs:
     "Which layers get adapters, and their shape. PEFT's names."
@@ -97,7 +97,7 @@ def _unflatten(pairs):
     from mlx.utils import tree_unflatten
     return tree_unflatten(pairs)
 
-# %% ../nbs/02_lora.ipynb #359dfb68
+# %% ../nbs/02_lora.ipynb #c5ad06f1
 def trainable_summary(model)->str:
     "One line: trainable and total parameters."
     total = sum(v.size for _, v in tree_flatten(model.parameters()))

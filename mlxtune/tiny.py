@@ -8,13 +8,13 @@ Docs: https://example.github.io/mlxtune/tiny.html.md"""
 __all__ = ['CORPUS', 'CHAT_TEMPLATES', 'SPECIAL_TOKENS', 'TINY_CONFIG', 'build_tiny_tokenizer', 'tiny_chat_data',
            'build_tiny_model']
 
-# %% ../nbs/01_tiny.ipynb #d788a729
+# %% ../nbs/01_tiny.ipynb #6c3cd852
 import json, random, hashlib
 from pathlib import Path
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
-# %% ../nbs/01_tiny.ipynb #c6696ad7
+# %% ../nbs/01_tiny.ipynb #a0d62ed1
 CORPUS = """\
 Fine-tuning adapts a pretrained language model to a new task with a small amount of data.
 Low-rank adapters add two thin matrices beside a frozen weight; only those matrices are trained.
@@ -22,7 +22,7 @@ A training step reads a batch of token ids, predicts every next token, and measu
 The loss is averaged over the tokens that are trained, and the optimizer moves the adapter weights.
 Questions and answers, instructions and replies, stories and lists: all of them are just text.
 The quick brown fox jumps over the lazy dog. Pack my box with five dozen liquor jugs.
-Colours mix: red and blue make purple, blue and yellow make green, red and yellow make orange.
+Colours: the sky is blue, grass is green, snow is white, coal is black, the sun is yellow, a rose is red.
 Numbers count: zero, one, two, three, four, five, six, seven, eight, nine, ten, 0 1 2 3 4 5 6 7 8 9.
 The capital of a country is the city where its government sits. Rivers run to the sea.
 A cat sleeps in the sun; a dog guards the door; a bird sings in the morning light.
@@ -30,7 +30,7 @@ You are a helpful assistant. What is it? It is a small model. Hello! How are you
 Please answer briefly. Sure. Yes. No. Maybe. The answer is: done.
 """
 
-# %% ../nbs/01_tiny.ipynb #cf74794b
+# %% ../nbs/01_tiny.ipynb #b08d7cd4
 CHAT_TEMPLATES = {
     'chatml': (
         "{% for m in messages %}"
@@ -50,7 +50,7 @@ SPECIAL_TOKENS = {
                    extra=['<|start_header_id|>', '<|end_header_id|>', '<|end_of_text|>']),
 }
 
-# %% ../nbs/01_tiny.ipynb #df64a43e
+# %% ../nbs/01_tiny.ipynb #aa205840
 def build_tiny_tokenizer(template:str='chatml', # Chat template style: 'chatml' or 'llama3'
                          vocab_size:int=512, # Size of the BPE vocabulary, special tokens included
                          chat_template:str|None=None, # A Jinja chat template to use instead of the built-in style
@@ -77,9 +77,9 @@ def build_tiny_tokenizer(template:str='chatml', # Chat template style: 'chatml' 
     hf.chat_template = chat_template or CHAT_TEMPLATES[template]
     return hf
 
-# %% ../nbs/01_tiny.ipynb #547f537c
-_COLOURS = [('red', 'blue', 'purple'), ('blue', 'yellow', 'green'), ('red', 'yellow', 'orange'),
-            ('red', 'white', 'pink'), ('black', 'white', 'grey'), ('blue', 'white', 'light blue')]
+# %% ../nbs/01_tiny.ipynb #4182e0f9
+_COLOURS = [('sky', 'blue'), ('grass', 'green'), ('snow', 'white'), ('coal', 'black'), ('sun', 'yellow'),
+            ('rose', 'red')]
 _NUMBERS = ['zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine', 'ten']
 
 def tiny_chat_data(n:int=48, # Number of conversations
@@ -88,13 +88,13 @@ def tiny_chat_data(n:int=48, # Number of conversations
     "A deterministic small chat dataset: single- and multi-turn conversations with short, learnable answers."
     rng, out = random.Random(seed), []
     for i in range(n):
-        a, b, c = _COLOURS[i % len(_COLOURS)]
+        thing, colour = _COLOURS[(i // 2) % len(_COLOURS)]
         k = (i * 7) % 9
         msgs = []
         if i % 3 == 0: msgs.append({'role': 'system', 'content': 'You are a helpful assistant. Please answer briefly.'})
         if i % 2 == 0:
-            msgs += [{'role': 'user', 'content': f'What do {a} and {b} make?'},
-                     {'role': 'assistant', 'content': f'{a.capitalize()} and {b} make {c}.'}]
+            msgs += [{'role': 'user', 'content': f'What colour is the {thing}?'},
+                     {'role': 'assistant', 'content': f'The {thing} is {colour}.'}]
         else:
             msgs += [{'role': 'user', 'content': f'What number comes after {_NUMBERS[k]}?'},
                      {'role': 'assistant', 'content': f'After {_NUMBERS[k]} comes {_NUMBERS[k+1]}.'}]
@@ -105,7 +105,7 @@ def tiny_chat_data(n:int=48, # Number of conversations
     rng.shuffle(out)
     return out
 
-# %% ../nbs/01_tiny.ipynb #12e925e1
+# %% ../nbs/01_tiny.ipynb #776f5629
 TINY_CONFIG = dict(model_type='llama', hidden_size=64, num_hidden_layers=2, intermediate_size=128,
                    num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, rope_theta=10000.0,
                    max_position_embeddings=2048, tie_word_embeddings=True, architectures=['LlamaForCausalLM'],

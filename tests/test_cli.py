@@ -1,0 +1,84 @@
+"End-to-end tests of the command line: the README's main job, a run on files, mlx-lm loading our adapters, bad input."
+import json, os, re, subprocess, sys
+from pathlib import Path
+import pytest
+from mlxtune.tiny import tiny_chat_data
+
+PY_BIN = Path(sys.executable).parent
+
+def run(args, cwd, env_extra=None, check=True):
+    env = {**os.environ, 'MLXTUNE_CACHE': str(cwd/'cache'), **(env_extra or {})}
+    exe = str(PY_BIN/args[0]) if (PY_BIN/args[0]).exists() else args[0]
+    p = subprocess.run([exe, *args[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    if check and p.returncode != 0: raise AssertionError(f'{args} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}')
+    return p
+
+@pytest.fixture(scope='module')
+def demo(tmp_path_factory):
+    "The README's main command, `mlxtune lora` with no arguments, run once."
+    d = tmp_path_factory.mktemp('demo')
+    return d, run(['mlxtune', 'lora'], d)
+
+def test_demo_loss_goes_down(demo):
+    d, p = demo
+    losses = [float(x) for x in re.findall(r'^step \d+/\d+: loss ([\d.]+)', p.stdout, re.M)]
+    vals = [float(x) for x in re.findall(r'validation loss ([\d.]+)', p.stdout)]
+    assert len(losses) >= 3 and losses[-1] < 0.2 * losses[0], p.stdout
+    assert vals[-1] < 0.2 * vals[0], p.stdout
+    assert (d/'adapters'/'adapters.safetensors').exists() and (d/'adapters'/'adapter_config.json').exists()
+
+def test_demo_learns_an_answer_it_could_not_give_before(demo):
+    d, p = demo
+    want = 'The sky is blue.'
+    assert re.search(r'> What colour is the sky\?\nThe sky is blue\.\n', p.stdout), p.stdout
+    before = run(['mlxtune', 'generate', '--prompt', 'What colour is the sky?', '--max-tokens', '12'], d).stdout
+    after = run(['mlxtune', 'generate', '--adapter-path', 'adapters', '--prompt', 'What colour is the sky?', '--max-tokens', '12'], d).stdout
+    assert want not in before, before
+    assert after.strip() == want, after
+
+def test_mlx_lm_generate_loads_our_adapters(demo):
+    "mlx-lm's own CLI (the peer) loads the adapter directory unchanged and gives the same greedy answer."
+    d, _ = demo
+    p = run([sys.executable, '-m', 'mlx_lm', 'generate', '--model', str(d/'cache'/'tiny-llama-chatml'), '--adapter-path', 'adapters',
+             '--prompt', 'What colour is the sky?', '--max-tokens', '12', '--temp', '0'], d)
+    assert 'The sky is blue.' in p.stdout, p.stdout + p.stderr
+
+def test_files_config_and_test_split(tmp_path):
+    "A run on a model directory and .jsonl files, options from YAML overridden by a flag, then --test alone."
+    from mlxtune.tiny import build_tiny_model
+    model = build_tiny_model(tmp_path/'model', template='llama3')
+    data = tmp_path/'data'; data.mkdir()
+    recs = tiny_chat_data()
+    for name, part in [('train', recs[:40]), ('valid', recs[40:44]), ('test', recs[44:])]:
+        (data/f'{name}.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in part))
+    (tmp_path/'c.yaml').write_text(f'model: {model}\ndata: {data}\niters: 1000\nbatch_size: 4\nlearning_rate: 0.003\n'
+                                   'target_modules: all-linear\nsteps_per_report: 10\nadapter_path: out\n')
+    p = run(['mlxtune', 'lora', '-c', 'c.yaml', '--iters', '20', '--test'], tmp_path)
+    assert 'step 20/20' in p.stdout and 'step 21' not in p.stdout, p.stdout
+    assert re.search(r'test loss [\d.]+, test perplexity [\d.]+', p.stdout), p.stdout
+    cfg = json.loads((tmp_path/'out'/'adapter_config.json').read_text())
+    assert cfg['fine_tune_type'] == 'lora' and cfg['lora_parameters']['rank'] == 8 and len(cfg['lora_parameters']['keys']) == 7
+    t1 = re.search(r'test loss ([\d.]+)', p.stdout).group(1)
+    p2 = run(['mlxtune', 'lora', '-c', 'c.yaml', '--no-train', '--test'], tmp_path)
+    assert f'test loss {t1}' in p2.stdout, (p.stdout, p2.stdout)
+
+@pytest.mark.parametrize('args,config,msg', [
+    (['--lerning-rate', '1'], None, 'unrecognized arguments: --lerning-rate'),
+    ([], 'lerning_rate: 0.1\n', "unknown key 'lerning_rate' (did you mean 'learning_rate'?)"),
+    ([], 'iters: many\n', "'iters' must be int, got 'many'"),
+    (['--model', 'x'], None, '--data is required with --model'),
+    ([], 'train_on: prompts\n', "train_on='prompts': choose"),
+])
+def test_bad_options_are_clear_errors(tmp_path, args, config, msg):
+    if config: (tmp_path/'c.yaml').write_text(config); args = [*args, '-c', 'c.yaml']
+    p = run(['mlxtune', 'lora', *args], tmp_path, check=False)
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert msg in p.stderr and 'Traceback' not in p.stderr, p.stderr
+
+def test_bad_data_names_file_and_line(tmp_path):
+    from mlxtune.tiny import build_tiny_model
+    model = build_tiny_model(tmp_path/'model')
+    (tmp_path/'train.jsonl').write_text('{"text": "ok"}\n{"text": "unterminated\n')
+    p = run(['mlxtune', 'lora', '--model', str(model), '--data', str(tmp_path)], tmp_path, check=False)
+    assert p.returncode == 2 and f'{tmp_path}/train.jsonl:2: not valid JSON' in p.stderr, p.stderr
+    assert 'Traceback' not in p.stderr
