@@ -7,14 +7,14 @@ Docs: https://example.github.io/mlxtune/adapters.html.md"""
 # %% auto #0
 __all__ = ['save_adapters', 'lora_args_from_config', 'load_adapters', 'load']
 
-# %% ../nbs/03_adapters.ipynb #8a7bdd17
+# %% ../nbs/03_adapters.ipynb #586a83d0
 import json, os, tempfile
 from pathlib import Path
 import mlx.core as mx
 from mlx.utils import tree_flatten
 from .lora import LoraArgs, apply_lora
 
-# %% ../nbs/03_adapters.ipynb #aafd7eb0
+# %% ../nbs/03_adapters.ipynb #cfa1f0b7
 def save_adapters(model, path, config:dict)->Path:
     "Write the model's trainable weights and `config` to the adapter directory `path`, atomically."
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
@@ -60,6 +60,13 @@ def load_adapters(model, path)->dict:
 def load(model:str, adapter_path=None):
     "Load a model directory or Hub id through mlx-lm, with the adapters in `adapter_path` if given: `(model, tokenizer)`."
     import mlx_lm
-    m, tok = mlx_lm.load(str(model))
+    p = Path(model).expanduser()
+    if p.exists() and not (p/'config.json').exists(): raise FileNotFoundError(f'{p}: not a model directory (no config.json)')
+    if not p.exists() and (str(model).startswith(('.', '/', '~')) or str(model).count('/') != 1):
+        raise FileNotFoundError(f'{model}: no such model directory (nor a Hub id of the form owner/name)')
+    try: m, tok = mlx_lm.load(str(p) if p.exists() else str(model))
+    except Exception as e:
+        if p.exists(): raise
+        raise ValueError(f'{model}: could not load it from the Hugging Face Hub ({type(e).__name__}: {e})') from None
     if adapter_path is not None: load_adapters(m, adapter_path)
     return m, tok
