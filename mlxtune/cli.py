@@ -9,7 +9,7 @@ __all__ = ['LORA_GROUPS', 'DEMO_DEFAULTS', 'DEMO_PROMPT', 'COMMANDS', 'RunArgs',
            'resolve_options', 'split_options', 'cache_dir', 'tiny_model_path', 'demo_data', 'lora', 'GenerateArgs',
            'generate_cmd', 'main']
 
-# %% ../nbs/07_cli.ipynb #5a9e0453
+# %% ../nbs/07_cli.ipynb #3c063e3a
 import argparse, difflib, os, sys, types, typing
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
@@ -18,7 +18,7 @@ from .data import DataArgs
 from .lora import LoraArgs
 from .trainer import TrainingArgs
 
-# %% ../nbs/07_cli.ipynb #de09e16a
+# %% ../nbs/07_cli.ipynb #ab6300d5
 @dataclass
 class RunArgs:
     "What to run."
@@ -66,7 +66,7 @@ def read_config(path, groups=LORA_GROUPS)->dict:
         out[key] = _check_value(key, v, kinds[key], path)
     return out
 
-# %% ../nbs/07_cli.ipynb #6c9db597
+# %% ../nbs/07_cli.ipynb #164e499a
 def build_parser(prog:str, groups, doc:str)->argparse.ArgumentParser:
     "An argument parser with a flag for every field of `groups`; every default is None (unset)."
     p = argparse.ArgumentParser(prog=prog, description=doc, argument_default=None)
@@ -88,10 +88,7 @@ def resolve_options(argv, prog, groups, doc, defaults=None)->tuple[dict, set]:
     cfg_path = ns.pop('config')
     user = read_config(cfg_path, groups) if cfg_path else {}
     user.update({k: v for k, v in ns.items() if v is not None})
-    opts = {**(defaults or {}), **user}
-    for k, v in opts.items():   # a single string from YAML for a list option ('all-linear' stays a string)
-        if option_kinds(groups)[k] is list and isinstance(v, list) and len(v) == 1 and v[0] == 'all-linear': opts[k] = v[0]
-    return opts, set(user)
+    return {**(defaults or {}), **user}, set(user)
 
 def split_options(opts:dict, groups)->list:
     "One dataclass instance per group, from a flat dict of options."
@@ -102,7 +99,7 @@ def split_options(opts:dict, groups)->list:
         except (TypeError, ValueError) as e: raise ValueError(f'{g.__name__}: {e}') from None
     return out
 
-# %% ../nbs/07_cli.ipynb #b729d6d2
+# %% ../nbs/07_cli.ipynb #91d03a0e
 DEMO_DEFAULTS = dict(r=16, lora_alpha=32.0, target_modules='all-linear', learning_rate=3e-3, iters=300,
                      batch_size=8, steps_per_report=50, steps_per_eval=100)
 DEMO_PROMPT = 'What colour is the sky?'
@@ -124,7 +121,7 @@ def demo_data():
     d = tiny_chat_data()
     return {'train': d, 'valid': d[40:], 'test': d[40:]}
 
-# %% ../nbs/07_cli.ipynb #562ebad1
+# %% ../nbs/07_cli.ipynb #21af0f90
 def lora(argv=None):
     "Fine-tune LoRA adapters (and/or test them): `mlxtune lora --model M --data D [options]`."
     import mlx.core as mx, math
@@ -168,7 +165,7 @@ def lora(argv=None):
                     if m['role'] == 'assistant' and c['messages'][i-1]['content'] == DEMO_PROMPT)
         print(f'\n> {DEMO_PROMPT}\n{generate(model, tok, DEMO_PROMPT, max_tokens=24)}\n(trained answer: {want})')
 
-# %% ../nbs/07_cli.ipynb #d7acdaf5
+# %% ../nbs/07_cli.ipynb #9f515f90
 @dataclass
 class GenerateArgs:
     "What to generate."
@@ -191,7 +188,7 @@ def generate_cmd(argv=None):
     model, tok = load(a.model or tiny_model_path(), a.adapter_path)
     print(generate(model, tok, a.prompt, a.max_tokens, a.temp, a.system, a.chat_template, a.seed))
 
-# %% ../nbs/07_cli.ipynb #3e3f8795
+# %% ../nbs/07_cli.ipynb #13ff3f69
 COMMANDS = {'lora': lora, 'generate': generate_cmd}
 
 def main(argv=None):

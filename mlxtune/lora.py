@@ -7,14 +7,14 @@ Docs: https://example.github.io/mlxtune/lora.html.md"""
 # %% auto #0
 __all__ = ['linear_dims', 'LoRALinear', 'LoraArgs', 'target_keys', 'apply_lora', 'trainable_summary']
 
-# %% ../nbs/02_lora.ipynb #97601958
+# %% ../nbs/02_lora.ipynb #b486ae88
 import math
 from dataclasses import dataclass, field
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten
 
-# %% ../nbs/02_lora.ipynb #5f3bb3dc
+# %% ../nbs/02_lora.ipynb #4ff6675c
 def linear_dims(layer)->tuple[int, int]:
     "`(input_dims, output_dims)` of an `nn.Linear` or `nn.QuantizedLinear`."
     out, inp = layer.weight.shape
@@ -37,7 +37,7 @@ class LoRALinear(nn.Module):
         z = (self.dropout(x) @ self.lora_a) @ self.lora_b
         return self.linear(x) + (self.scale * z).astype(x.dtype)
 
-# %% ../nbs/02_lora.ipynb #216b82ff
+# %% ../nbs/02_lora.ipynb #98231e6c
 @dataclass
 class LoraArgs:
     "Which layers get adapters, and their shape. PEFT's names."
@@ -54,6 +54,7 @@ class LoraArgs:
         return self.lora_alpha / (math.sqrt(self.r) if self.use_rslora else self.r)
 
     def __post_init__(self):
+        if self.target_modules == ['all-linear']: self.target_modules = 'all-linear'   # as the command line gives it
         if isinstance(self.target_modules, str) and self.target_modules != 'all-linear': self.target_modules = [self.target_modules]
         if not 0 <= self.lora_dropout < 1: raise ValueError(f'lora_dropout must be in [0, 1), got {self.lora_dropout}')
         if self.r < 1: raise ValueError(f'r must be >= 1, got {self.r}')
@@ -97,7 +98,7 @@ def _unflatten(pairs):
     from mlx.utils import tree_unflatten
     return tree_unflatten(pairs)
 
-# %% ../nbs/02_lora.ipynb #c5ad06f1
+# %% ../nbs/02_lora.ipynb #f1861c02
 def trainable_summary(model)->str:
     "One line: trainable and total parameters."
     total = sum(v.size for _, v in tree_flatten(model.parameters()))
