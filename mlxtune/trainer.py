@@ -7,7 +7,7 @@ Docs: https://example.github.io/mlxtune/trainer.html.md"""
 # %% auto #0
 __all__ = ['RUN_DEFINING', 'TrainingArgs', 'History', 'TrainerState', 'NonFiniteLoss', 'evaluate', 'grad_checkpointing', 'train']
 
-# %% ../nbs/08_trainer.ipynb #ed1e0a16
+# %% ../nbs/08_trainer.ipynb #a1b9e8e2
 import math, time, json
 from dataclasses import dataclass, field, asdict, fields
 from functools import partial
@@ -25,7 +25,7 @@ from .optim import lr_schedule, make_optimizer, SCHEDULES, OPTIMIZERS
 from .callbacks import Callback, PrintLogger, ProgressBar, WandbLogger
 from . import checkpoints as ckpt
 
-# %% ../nbs/08_trainer.ipynb #c271a1a7
+# %% ../nbs/08_trainer.ipynb #2ccfb4e5
 RUN_DEFINING = ('batch_size', 'grad_accumulation_steps', 'iters', 'epochs', 'learning_rate', 'lr_schedule', 'warmup_steps',
                 'min_learning_rate', 'optimizer', 'weight_decay', 'momentum', 'max_grad_norm', 'steps_per_eval', 'val_batches', 'seed')
 
@@ -75,7 +75,7 @@ class TrainingArgs:
         if self.report_to not in (None, 'wandb'): raise ValueError(f"report_to={self.report_to!r}: only 'wandb' (or none)")
         if self.keep_best and self.early_stopping_patience < 0: raise ValueError('early_stopping_patience must be >= 0')
 
-# %% ../nbs/08_trainer.ipynb #2f32faa1
+# %% ../nbs/08_trainer.ipynb #d37fe6c1
 @dataclass
 class History:
     "Losses recorded by `train`: `train` and `val` are lists of dicts with at least `step` and `loss`."
@@ -112,7 +112,7 @@ class TrainerState:
 class NonFiniteLoss(RuntimeError):
     "Training produced a NaN or infinite loss."
 
-# %% ../nbs/08_trainer.ipynb #23d81748
+# %% ../nbs/08_trainer.ipynb #b6a435b8
 def evaluate(model, ds:TokenizedDataset, batch_size:int=4, num_batches:int=-1, loss_fn:Callable=cross_entropy_loss)->float:
     "Token-weighted mean loss over the first `num_batches` batches of `ds` in its own order (-1: all)."
     order = batch_order(ds.lengths, batch_size, shuffle=False)
@@ -125,7 +125,7 @@ def evaluate(model, ds:TokenizedDataset, batch_size:int=4, num_batches:int=-1, l
         total += loss.item() * n.item(); ntok += n.item()
     return total / max(ntok, 1)
 
-# %% ../nbs/08_trainer.ipynb #df9714b7
+# %% ../nbs/08_trainer.ipynb #7ed63fc5
 _CKPT_CLASSES = {}
 def _checkpointed(cls):
     if cls not in _CKPT_CLASSES:
@@ -148,7 +148,20 @@ class grad_checkpointing:
     def __exit__(self, *exc):
         for b, c in zip(self.blocks, self.saved): b.__class__ = c
 
-# %% ../nbs/08_trainer.ipynb #06eff064
+# %% ../nbs/08_trainer.ipynb #f9a88e4a
+def _all_sum(grads, loss_sum:float, n_sum:int):
+    "Sum gradients (a tree), loss and token count over all workers with one `all_sum`."
+    from mlx.utils import tree_unflatten
+    flat = tree_flatten(grads)
+    vec = mx.concatenate([g.reshape(-1).astype(mx.float32) for _, g in flat] + [mx.array([loss_sum, n_sum], dtype=mx.float32)])
+    vec = mx.distributed.all_sum(vec)
+    out, i = [], 0
+    for k, g in flat:
+        out.append((k, vec[i:i + g.size].reshape(g.shape).astype(g.dtype))); i += g.size
+    mx.eval(vec)
+    return tree_unflatten(out), vec[i].item(), int(vec[i + 1].item())
+
+# %% ../nbs/08_trainer.ipynb #8c0c18e2
 def _total_steps(args, ds, world):
     per_epoch = math.ceil(math.ceil(len(ds) / args.batch_size) / args.grad_accumulation_steps)
     if args.epochs is not None: return args.epochs * per_epoch
@@ -178,7 +191,12 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
          )->History:
     "Train `model`'s trainable parameters on `train_set`; the history of training and validation losses."
     args = args or TrainingArgs()
-    if not tree_flatten(model.trainable_parameters()): raise ValueError('the model has no trainable parameters: apply adapters first')
+    trainable = tree_flatten(model.trainable_parameters())
+    if not trainable: raise ValueError('the model has no trainable parameters: apply adapters first')
+    half = [k for k, v in trainable if v.dtype in (mx.float16, mx.bfloat16)]
+    if half:
+        raise ValueError(f'{len(half)} trainable arrays are 16-bit (first: {half[0]}): updated in place, small steps round away, '
+                         'and mlxtune keeps no fp32 master copy yet. Keep trainable weights in float32 (LoRA adapters are by default).')
     group = mx.distributed.init()
     world, rank = group.size(), group.rank()
     main = rank == 0
@@ -194,6 +212,7 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
     opt = make_optimizer(args.optimizer, lr_schedule(args.learning_rate, total, args.lr_schedule, args.warmup_steps, args.min_learning_rate),
                          args.weight_decay, args.momentum)
     opt.init(model.trainable_parameters())
+    mx.eval(opt.state)
     mx.random.seed(args.seed)
     if args.resume_from: _resume(st, opt, args.resume_from, fp)
     model.train()
@@ -212,9 +231,6 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
 
     @partial(mx.compile, inputs=state, outputs=state)
     def update(grads, n):
-        if world > 1:
-            grads = tree_map(lambda g: mx.distributed.all_sum(g), grads)
-            n = mx.distributed.all_sum(n)
         grads = tree_map(lambda g: g / mx.maximum(n, 1), grads)
         if args.max_grad_norm > 0: grads, _ = optim.clip_grad_norm(grads, args.max_grad_norm)
         opt.update(model, grads)
@@ -261,9 +277,8 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
                 grads = g if grads is None else tree_map(mx.add, grads, g)
                 mx.eval(loss, n, grads)
                 loss_sum += loss.item(); n_sum += int(n.item())
+            if world > 1: grads, loss_sum, n_sum = _all_sum(grads, loss_sum, n_sum)
             tot_n = mx.array(n_sum, dtype=mx.float32)
-            if world > 1:
-                loss_sum = mx.distributed.all_sum(mx.array(loss_sum)).item(); n_sum = int(mx.distributed.all_sum(tot_n).item())
             if not math.isfinite(loss_sum):
                 last = ckpt.list_checkpoints(run_dir)[-1] if adapter_config is not None and ckpt.list_checkpoints(run_dir) else None
                 raise NonFiniteLoss(f'non-finite loss ({loss_sum}) at step {st.step + 1}: training stopped before applying it; '
@@ -296,7 +311,7 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
     model.eval()
     return st.history
 
-# %% ../nbs/08_trainer.ipynb #d62bc8ea
+# %% ../nbs/08_trainer.ipynb #3a2ce0ad
 def _state_dict(st:TrainerState, fp:dict)->dict:
     "The JSON part of a checkpoint."
     return {'step': st.step, 'epoch': st.epoch, 'batch': st.batch, 'rng': ckpt.rng_key(),

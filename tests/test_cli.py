@@ -82,3 +82,24 @@ def test_bad_data_names_file_and_line(tmp_path):
     p = run(['mlxtune', 'lora', '--model', str(model), '--data', str(tmp_path)], tmp_path, check=False)
     assert p.returncode == 2 and f'{tmp_path}/train.jsonl:2: not valid JSON' in p.stderr, p.stderr
     assert 'Traceback' not in p.stderr
+
+def test_resume_from_the_command_line(tmp_path):
+    "--resume-from a checkpoint of a run gives that run's final adapters bit for bit; another run's options are refused."
+    import mlx.core as mx, numpy as np
+    from mlxtune.tiny import build_tiny_model
+    model = build_tiny_model(tmp_path/'model')
+    data = tmp_path/'data'; data.mkdir()
+    recs = tiny_chat_data()
+    for name, part in [('train', recs[:40]), ('valid', recs[40:])]:
+        (data/f'{name}.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in part))
+    base = ['mlxtune', 'lora', '--model', str(model), '--data', str(data), '--iters', '12', '--save-every', '4',
+            '--steps-per-eval', '4', '--keep-checkpoints', '0', '--learning-rate', '0.003', '--lora-dropout', '0.1']
+    run(base + ['--adapter-path', 'full'], tmp_path)
+    import shutil
+    shutil.copytree(tmp_path/'full'/'checkpoint-4', tmp_path/'part'/'checkpoint-4')
+    p = run(base + ['--adapter-path', 'part', '--resume-from', 'part'], tmp_path)
+    assert 'resuming at step 4 of 12' in p.stdout, p.stdout
+    a, b = mx.load(str(tmp_path/'full'/'adapters.safetensors')), mx.load(str(tmp_path/'part'/'adapters.safetensors'))
+    assert a.keys() == b.keys() and all(np.array_equal(np.array(a[k]), np.array(b[k])) for k in a)
+    bad = run(base[:-4] + ['--learning-rate', '0.001', '--lora-dropout', '0.1', '--adapter-path', 'part', '--resume-from', 'full/checkpoint-4'], tmp_path, check=False)
+    assert bad.returncode == 2 and 'from a different run: training options (learning_rate: 0.003 then, 0.001 now) differ' in bad.stderr, bad.stderr
