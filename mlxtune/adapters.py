@@ -7,14 +7,15 @@ Docs: https://example.github.io/mlxtune/adapters.html.md"""
 # %% auto #0
 __all__ = ['save_adapters', 'lora_args_from_config', 'load_adapters', 'load']
 
-# %% ../nbs/03_adapters.ipynb #586a83d0
+# %% ../nbs/03_adapters.ipynb #c3f033d7
 import json, os, tempfile
 from pathlib import Path
 import mlx.core as mx
 from mlx.utils import tree_flatten
 from .lora import LoraArgs, apply_lora
+from .checkpoints import restore_into
 
-# %% ../nbs/03_adapters.ipynb #cfa1f0b7
+# %% ../nbs/03_adapters.ipynb #14496c2b
 def save_adapters(model, path, config:dict)->Path:
     "Write the model's trainable weights and `config` to the adapter directory `path`, atomically."
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
@@ -46,14 +47,7 @@ def load_adapters(model, path)->dict:
         if not f.exists(): raise FileNotFoundError(f'{f} does not exist: not an adapter directory')
     config = json.loads(cfg_file.read_text())
     apply_lora(model, lora_args_from_config(config))
-    weights = mx.load(str(w_file))
-    params = dict(tree_flatten(model.trainable_parameters()))
-    errs = [f'{k}: in the file, not in the model' for k in weights if k not in params]
-    errs += [f'{k}: in the model, not in the file' for k in params if k not in weights]
-    errs += [f'{k}: shape {tuple(weights[k].shape)} in the file, {tuple(v.shape)} in the model'
-             for k, v in params.items() if k in weights and weights[k].shape != v.shape]
-    if errs: raise ValueError(f'{w_file} does not fit this model:\n  ' + '\n  '.join(errs[:10]))
-    model.load_weights(list(weights.items()), strict=False)
+    model.update(restore_into(model.trainable_parameters(), mx.load(str(w_file)), f'{w_file}: the adapters'))
     mx.eval(model.parameters())
     return config
 

@@ -9,14 +9,14 @@ __all__ = ['FINGERPRINT_NAMES', 'save_checkpoint', 'list_checkpoints', 'clean_te
            'rotate_checkpoints', 'restore_into', 'rng_key', 'set_rng_key', 'model_fingerprint', 'dataset_fingerprint',
            'check_fingerprints']
 
-# %% ../nbs/06_checkpoints.ipynb #5f0a095e
+# %% ../nbs/06_checkpoints.ipynb #920299ae
 import hashlib, json, os, re, shutil
 from pathlib import Path
 import numpy as np
 import mlx.core as mx
 from mlx.utils import tree_flatten, tree_map_with_path
 
-# %% ../nbs/06_checkpoints.ipynb #16a90dc4
+# %% ../nbs/06_checkpoints.ipynb #a7b469d0
 def _fsync_dir(d):
     fd = os.open(d, os.O_RDONLY)
     try: os.fsync(fd)
@@ -50,7 +50,7 @@ def save_checkpoint(run_dir, # The run's adapter directory
     _fsync_dir(run_dir)
     return final
 
-# %% ../nbs/06_checkpoints.ipynb #614e5243
+# %% ../nbs/06_checkpoints.ipynb #551a98ce
 def list_checkpoints(run_dir)->list[Path]:
     "The complete checkpoints in `run_dir`, oldest first (temporary directories are not checkpoints)."
     run_dir = Path(run_dir)
@@ -87,14 +87,14 @@ def rotate_checkpoints(run_dir, keep:int, protect=())->list[Path]:
     for p in gone: shutil.rmtree(p)
     return gone
 
-# %% ../nbs/06_checkpoints.ipynb #8f753768
+# %% ../nbs/06_checkpoints.ipynb #c88bbfde
 def restore_into(tree, saved:dict, what:str):
     "`tree` (a nested dict/list of arrays) with every leaf replaced by `saved[path]`; names and shapes must match exactly."
     flat = dict(tree_flatten(tree))
     errs = [f'{k}: missing from the checkpoint' for k in flat if k not in saved]
     errs += [f'{k}: in the checkpoint, not here' for k in saved if k not in flat]
     errs += [f'{k}: shape {tuple(saved[k].shape)} saved, {tuple(v.shape)} here' for k, v in flat.items() if k in saved and saved[k].shape != v.shape]
-    if errs: raise ValueError(f'the checkpoint\'s {what} do not fit: ' + '; '.join(errs[:5]))
+    if errs: raise ValueError(f'{what} do not fit: ' + '; '.join(errs[:5]))
     return tree_map_with_path(lambda k, v: saved[k], tree)
 
 def rng_key()->list[int]:
@@ -105,7 +105,7 @@ def set_rng_key(key:list[int]):
     "Set MLX's global random key (`mx.random.seed` with a 64-bit seed sets the key to its two halves)."
     mx.random.seed((int(key[0]) << 32) | int(key[1]))
 
-# %% ../nbs/06_checkpoints.ipynb #b78d514f
+# %% ../nbs/06_checkpoints.ipynb #966c9cdd
 def _sha(*parts)->str:
     h = hashlib.sha256()
     for p in parts: h.update(p if isinstance(p, bytes) else str(p).encode())

@@ -7,7 +7,7 @@ Docs: https://example.github.io/mlxtune/trainer.html.md"""
 # %% auto #0
 __all__ = ['RUN_DEFINING', 'TrainingArgs', 'History', 'TrainerState', 'NonFiniteLoss', 'evaluate', 'grad_checkpointing', 'train']
 
-# %% ../nbs/08_trainer.ipynb #a1b9e8e2
+# %% ../nbs/08_trainer.ipynb #01b0e532
 import math, time, json
 from dataclasses import dataclass, field, asdict, fields
 from functools import partial
@@ -25,7 +25,7 @@ from .optim import lr_schedule, make_optimizer, SCHEDULES, OPTIMIZERS
 from .callbacks import Callback, PrintLogger, ProgressBar, WandbLogger
 from . import checkpoints as ckpt
 
-# %% ../nbs/08_trainer.ipynb #2ccfb4e5
+# %% ../nbs/08_trainer.ipynb #02b48621
 RUN_DEFINING = ('batch_size', 'grad_accumulation_steps', 'iters', 'epochs', 'learning_rate', 'lr_schedule', 'warmup_steps',
                 'min_learning_rate', 'optimizer', 'weight_decay', 'momentum', 'max_grad_norm', 'steps_per_eval', 'val_batches', 'seed')
 
@@ -75,7 +75,7 @@ class TrainingArgs:
         if self.report_to not in (None, 'wandb'): raise ValueError(f"report_to={self.report_to!r}: only 'wandb' (or none)")
         if self.keep_best and self.early_stopping_patience < 0: raise ValueError('early_stopping_patience must be >= 0')
 
-# %% ../nbs/08_trainer.ipynb #d37fe6c1
+# %% ../nbs/08_trainer.ipynb #55332b00
 @dataclass
 class History:
     "Losses recorded by `train`: `train` and `val` are lists of dicts with at least `step` and `loss`."
@@ -112,7 +112,7 @@ class TrainerState:
 class NonFiniteLoss(RuntimeError):
     "Training produced a NaN or infinite loss."
 
-# %% ../nbs/08_trainer.ipynb #b6a435b8
+# %% ../nbs/08_trainer.ipynb #1943f202
 def evaluate(model, ds:TokenizedDataset, batch_size:int=4, num_batches:int=-1, loss_fn:Callable=cross_entropy_loss)->float:
     "Token-weighted mean loss over the first `num_batches` batches of `ds` in its own order (-1: all)."
     order = batch_order(ds.lengths, batch_size, shuffle=False)
@@ -125,7 +125,7 @@ def evaluate(model, ds:TokenizedDataset, batch_size:int=4, num_batches:int=-1, l
         total += loss.item() * n.item(); ntok += n.item()
     return total / max(ntok, 1)
 
-# %% ../nbs/08_trainer.ipynb #7ed63fc5
+# %% ../nbs/08_trainer.ipynb #157212dd
 _CKPT_CLASSES = {}
 def _checkpointed(cls):
     if cls not in _CKPT_CLASSES:
@@ -148,7 +148,7 @@ class grad_checkpointing:
     def __exit__(self, *exc):
         for b, c in zip(self.blocks, self.saved): b.__class__ = c
 
-# %% ../nbs/08_trainer.ipynb #f9a88e4a
+# %% ../nbs/08_trainer.ipynb #7de5d386
 def _all_sum(grads, loss_sum:float, n_sum:int):
     "Sum gradients (a tree), loss and token count over all workers with one `all_sum`."
     from mlx.utils import tree_unflatten
@@ -161,7 +161,7 @@ def _all_sum(grads, loss_sum:float, n_sum:int):
     mx.eval(vec)
     return tree_unflatten(out), vec[i].item(), int(vec[i + 1].item())
 
-# %% ../nbs/08_trainer.ipynb #8c0c18e2
+# %% ../nbs/08_trainer.ipynb #f1fcc1fc
 def _total_steps(args, ds, world):
     per_epoch = math.ceil(math.ceil(len(ds) / args.batch_size) / args.grad_accumulation_steps)
     if args.epochs is not None: return args.epochs * per_epoch
@@ -235,10 +235,10 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
         if args.max_grad_norm > 0: grads, _ = optim.clip_grad_norm(grads, args.max_grad_norm)
         opt.update(model, grads)
 
+    n_batches = math.ceil(len(train_set) / args.batch_size)
     def next_indices():
-        order = batch_order(train_set.lengths, args.batch_size, args.seed, st.epoch)
-        if st.batch >= len(order): st.epoch, st.batch = st.epoch + 1, 0; order = batch_order(train_set.lengths, args.batch_size, args.seed, st.epoch)
-        idx = order[st.batch]; st.batch += 1
+        if st.batch >= n_batches: st.epoch, st.batch = st.epoch + 1, 0
+        idx = batch_order(train_set.lengths, args.batch_size, args.seed, st.epoch)[st.batch]; st.batch += 1
         return idx
 
     def validate():
@@ -269,7 +269,8 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
     with grad_checkpointing(model, args.grad_checkpoint):
         while st.step < total and not st.should_stop:
             grads, loss_sum, n_sum = None, 0.0, 0
-            for _ in range(args.grad_accumulation_steps):
+            for j in range(args.grad_accumulation_steps):
+                if j and st.batch >= n_batches: break   # an update never straddles two epochs
                 idx = next_indices()
                 share = idx[rank::world]   # this worker's part of the batch (all of it for one worker)
                 b = make_batch(train_set, share if len(share) else idx[:1])
@@ -303,7 +304,7 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
     if main and adapter_config is not None:
         if args.keep_best and st.best_step >= 0:
             best = ckpt.load_checkpoint(run_dir/f'checkpoint-{st.best_step}')
-            model.update(ckpt.restore_into(model.trainable_parameters(), best['adapters'], 'adapters'))
+            model.update(ckpt.restore_into(model.trainable_parameters(), best['adapters'], f"{best['path']}: the adapters"))
             if log: log(f'final adapters: the best ones (step {st.best_step}, validation loss {st.best_loss:.3f})')
         save_adapters(model, run_dir, adapter_config)
         if log: log(f'adapters saved to {run_dir}')
@@ -311,7 +312,7 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
     model.eval()
     return st.history
 
-# %% ../nbs/08_trainer.ipynb #3a2ce0ad
+# %% ../nbs/08_trainer.ipynb #0a95e418
 def _state_dict(st:TrainerState, fp:dict)->dict:
     "The JSON part of a checkpoint."
     return {'step': st.step, 'epoch': st.epoch, 'batch': st.batch, 'rng': ckpt.rng_key(),
@@ -325,8 +326,8 @@ def _resume(st:TrainerState, opt, path, fp:dict):
     ck = ckpt.load_checkpoint(path)
     s = ck['state']
     ckpt.check_fingerprints(s['fingerprints'], fp, ck['path'], s.get('args'), {k: getattr(st.args, k) for k in RUN_DEFINING})
-    st.model.update(ckpt.restore_into(st.model.trainable_parameters(), ck['adapters'], 'adapters'))
-    opt.state = ckpt.restore_into(opt.state, ck['optimizer'], 'optimizer state')
+    st.model.update(ckpt.restore_into(st.model.trainable_parameters(), ck['adapters'], f"{ck['path']}: the adapters"))
+    opt.state = ckpt.restore_into(opt.state, ck['optimizer'], f"{ck['path']}: the optimizer state")
     ckpt.set_rng_key(s['rng'])
     st.step, st.epoch, st.batch, st.best_step, st.bad_evals = s['step'], s['epoch'], s['batch'], s['best_step'], s['bad_evals']
     st.best_loss = math.inf if s['best_loss'] is None else s['best_loss']
