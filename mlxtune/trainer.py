@@ -7,7 +7,7 @@ Docs: https://example.github.io/mlxtune/trainer.html.md"""
 # %% auto #0
 __all__ = ['RUN_DEFINING', 'TrainingArgs', 'History', 'TrainerState', 'NonFiniteLoss', 'evaluate', 'grad_checkpointing', 'train']
 
-# %% ../nbs/08_trainer.ipynb #01b0e532
+# %% ../nbs/08_trainer.ipynb #91db10cf
 import math, time, json
 from dataclasses import dataclass, field, asdict, fields
 from functools import partial
@@ -25,7 +25,7 @@ from .optim import lr_schedule, make_optimizer, SCHEDULES, OPTIMIZERS
 from .callbacks import Callback, PrintLogger, ProgressBar, WandbLogger
 from . import checkpoints as ckpt
 
-# %% ../nbs/08_trainer.ipynb #02b48621
+# %% ../nbs/08_trainer.ipynb #a674443a
 RUN_DEFINING = ('batch_size', 'grad_accumulation_steps', 'iters', 'epochs', 'learning_rate', 'lr_schedule', 'warmup_steps',
                 'min_learning_rate', 'optimizer', 'weight_decay', 'momentum', 'max_grad_norm', 'steps_per_eval', 'val_batches', 'seed')
 
@@ -57,6 +57,7 @@ class TrainingArgs:
     keep_best: bool = False # The final adapters are the best validated ones, not the last
     seed: int = 0 # Seed of the data order and of dropout
     cache_limit_gb: float|None = None # Cap MLX's buffer cache (mx.set_cache_limit)
+    clear_cache: bool = False # Empty MLX's buffer cache after every validation (its batches have other shapes)
     wired_limit_gb: float|None = None # Apple silicon: memory kept wired for the model (mx.set_wired_limit)
     progress: bool = False # Show a progress bar
     report_to: str|None = None # 'wandb' to log there
@@ -75,7 +76,7 @@ class TrainingArgs:
         if self.report_to not in (None, 'wandb'): raise ValueError(f"report_to={self.report_to!r}: only 'wandb' (or none)")
         if self.keep_best and self.early_stopping_patience < 0: raise ValueError('early_stopping_patience must be >= 0')
 
-# %% ../nbs/08_trainer.ipynb #55332b00
+# %% ../nbs/08_trainer.ipynb #d03a7298
 @dataclass
 class History:
     "Losses recorded by `train`: `train` and `val` are lists of dicts with at least `step` and `loss`."
@@ -112,7 +113,7 @@ class TrainerState:
 class NonFiniteLoss(RuntimeError):
     "Training produced a NaN or infinite loss."
 
-# %% ../nbs/08_trainer.ipynb #1943f202
+# %% ../nbs/08_trainer.ipynb #72e19163
 def evaluate(model, ds:TokenizedDataset, batch_size:int=4, num_batches:int=-1, loss_fn:Callable=cross_entropy_loss)->float:
     "Token-weighted mean loss over the first `num_batches` batches of `ds` in its own order (-1: all)."
     order = batch_order(ds.lengths, batch_size, shuffle=False)
@@ -125,7 +126,7 @@ def evaluate(model, ds:TokenizedDataset, batch_size:int=4, num_batches:int=-1, l
         total += loss.item() * n.item(); ntok += n.item()
     return total / max(ntok, 1)
 
-# %% ../nbs/08_trainer.ipynb #157212dd
+# %% ../nbs/08_trainer.ipynb #9711b73f
 _CKPT_CLASSES = {}
 def _checkpointed(cls):
     if cls not in _CKPT_CLASSES:
@@ -148,7 +149,7 @@ class grad_checkpointing:
     def __exit__(self, *exc):
         for b, c in zip(self.blocks, self.saved): b.__class__ = c
 
-# %% ../nbs/08_trainer.ipynb #7de5d386
+# %% ../nbs/08_trainer.ipynb #2fb8ea9c
 def _all_sum(grads, loss_sum:float, n_sum:int):
     "Sum gradients (a tree), loss and token count over all workers with one `all_sum`."
     from mlx.utils import tree_unflatten
@@ -161,7 +162,7 @@ def _all_sum(grads, loss_sum:float, n_sum:int):
     mx.eval(vec)
     return tree_unflatten(out), vec[i].item(), int(vec[i + 1].item())
 
-# %% ../nbs/08_trainer.ipynb #f1fcc1fc
+# %% ../nbs/08_trainer.ipynb #c4e2ed80
 def _total_steps(args, ds, world):
     per_epoch = math.ceil(math.ceil(len(ds) / args.batch_size) / args.grad_accumulation_steps)
     if args.epochs is not None: return args.epochs * per_epoch
@@ -245,6 +246,7 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
         if valid_set is None: return
         model.eval()
         v = evaluate(model, valid_set, args.batch_size, args.val_batches, loss_fn)
+        if args.clear_cache: mx.clear_cache()
         model.train()
         rec = {'step': st.step, 'loss': v}
         st.history.val.append(rec)
@@ -312,7 +314,7 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
     model.eval()
     return st.history
 
-# %% ../nbs/08_trainer.ipynb #0a95e418
+# %% ../nbs/08_trainer.ipynb #42eea599
 def _state_dict(st:TrainerState, fp:dict)->dict:
     "The JSON part of a checkpoint."
     return {'step': st.step, 'epoch': st.epoch, 'batch': st.batch, 'rng': ckpt.rng_key(),
