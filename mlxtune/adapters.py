@@ -7,15 +7,15 @@ Docs: https://example.github.io/mlxtune/adapters.html.md"""
 # %% auto #0
 __all__ = ['save_adapters', 'lora_args_from_config', 'load_adapters', 'load']
 
-# %% ../nbs/03_adapters.ipynb #c3f033d7
-import json, os, tempfile
+# %% ../nbs/03_adapters.ipynb #244bbcf3
+import json, math, os, tempfile
 from pathlib import Path
 import mlx.core as mx
 from mlx.utils import tree_flatten
 from .lora import LoraArgs, apply_lora
 from .checkpoints import restore_into
 
-# %% ../nbs/03_adapters.ipynb #14496c2b
+# %% ../nbs/03_adapters.ipynb #445da20f
 def save_adapters(model, path, config:dict)->Path:
     "Write the model's trainable weights and `config` to the adapter directory `path`, atomically."
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
@@ -30,14 +30,17 @@ def save_adapters(model, path, config:dict)->Path:
     return path
 
 def lora_args_from_config(config:dict)->LoraArgs:
-    "The `LoraArgs` that reproduce an mlx-lm adapter config."
-    if config.get('fine_tune_type', 'lora') != 'lora':
-        raise ValueError(f"fine_tune_type {config.get('fine_tune_type')!r} is not supported yet (only 'lora')")
-    p = config['lora_parameters']
+    "The `LoraArgs` that reproduce an adapter config (mlxtune's, or mlx-lm's own)."
+    ftype = config.get('fine_tune_type', 'lora')
+    if ftype not in ('lora', 'dora', 'full'): raise ValueError(f'fine_tune_type {ftype!r} is not supported')
+    layers = config.get('layers_to_transform')
+    if ftype == 'full': return LoraArgs(fine_tune_type='full', num_layers=config['num_layers'], layers_to_transform=layers)
+    p, peft = config['lora_parameters'], config.get('peft', {})
+    r, rs = p['rank'], peft.get('use_rslora', False)
     keys = p.get('keys')
-    if keys is None: raise ValueError("adapter_config.json: lora_parameters has no 'keys'")
-    return LoraArgs(r=p['rank'], lora_alpha=p['scale'] * p['rank'], lora_dropout=p.get('dropout', 0.0),
-                    target_modules=list(keys), num_layers=config['num_layers'])
+    return LoraArgs(r=r, lora_alpha=peft.get('lora_alpha', p['scale'] * (math.sqrt(r) if rs else r)), use_rslora=rs,
+                    lora_dropout=p.get('dropout', 0.0), fine_tune_type=ftype,
+                    target_modules='all-linear' if keys is None else list(keys), num_layers=config['num_layers'], layers_to_transform=layers)
 
 def load_adapters(model, path)->dict:
     "Put the adapters saved in `path` onto `model`; every weight must match an adapter parameter, and the other way round."
