@@ -7,7 +7,7 @@ Docs: https://example.github.io/mlxtune/adapters.html.md"""
 # %% auto #0
 __all__ = ['save_adapters', 'lora_args_from_config', 'load_adapters', 'load']
 
-# %% ../nbs/03_adapters.ipynb #244bbcf3
+# %% ../nbs/03_adapters.ipynb #03333b4f
 import json, math, os, tempfile
 from pathlib import Path
 import mlx.core as mx
@@ -15,7 +15,7 @@ from mlx.utils import tree_flatten
 from .lora import LoraArgs, apply_lora
 from .checkpoints import restore_into
 
-# %% ../nbs/03_adapters.ipynb #445da20f
+# %% ../nbs/03_adapters.ipynb #59927761
 def save_adapters(model, path, config:dict)->Path:
     "Write the model's trainable weights and `config` to the adapter directory `path`, atomically."
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
@@ -54,16 +54,16 @@ def load_adapters(model, path)->dict:
     mx.eval(model.parameters())
     return config
 
-def load(model:str, adapter_path=None):
-    "Load a model directory or Hub id through mlx-lm, with the adapters in `adapter_path` if given: `(model, tokenizer)`."
+def load(model:str, adapter_path=None, return_config:bool=False):
+    "Load a model directory or Hub id through mlx-lm, with the adapters in `adapter_path` if given: `(model, tokenizer[, config])`."
     import mlx_lm
     p = Path(model).expanduser()
     if p.exists() and not (p/'config.json').exists(): raise FileNotFoundError(f'{p}: not a model directory (no config.json)')
     if not p.exists() and (str(model).startswith(('.', '/', '~')) or str(model).count('/') != 1):
         raise FileNotFoundError(f'{model}: no such model directory (nor a Hub id of the form owner/name)')
-    try: m, tok = mlx_lm.load(str(p) if p.exists() else str(model))
+    try: m, tok, config = mlx_lm.load(str(p) if p.exists() else str(model), return_config=True)
     except Exception as e:
         if p.exists(): raise
         raise ValueError(f'{model}: could not load it from the Hugging Face Hub ({type(e).__name__}: {e})') from None
     if adapter_path is not None: load_adapters(m, adapter_path)
-    return m, tok
+    return (m, tok, config) if return_config else (m, tok)

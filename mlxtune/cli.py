@@ -1,4 +1,4 @@
-"""The command line: `mlxtune lora` (train and test) and `mlxtune generate`, with YAML configs whose keys are the flags' names.
+"""The command line: `mlxtune lora` (train and test), `mlxtune fuse` and `mlxtune generate`, with YAML configs whose keys are the flags' names.
 
 Docs: https://example.github.io/mlxtune/cli.html.md"""
 
@@ -7,9 +7,9 @@ Docs: https://example.github.io/mlxtune/cli.html.md"""
 # %% auto #0
 __all__ = ['LORA_GROUPS', 'DEMO_DEFAULTS', 'DEMO_PROMPT', 'COMMANDS', 'RunArgs', 'option_kinds', 'read_config', 'build_parser',
            'resolve_options', 'split_options', 'cache_dir', 'tiny_model_path', 'demo_data', 'lora', 'GenerateArgs',
-           'generate_cmd', 'main']
+           'generate_cmd', 'FuseArgs', 'fuse_cmd', 'main']
 
-# %% ../nbs/10_cli.ipynb #0020b6d0
+# %% ../nbs/10_cli.ipynb #37e2bb4b
 import argparse, difflib, os, sys, types, typing
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
@@ -18,7 +18,7 @@ from .data import DataArgs
 from .lora import LoraArgs
 from .trainer import TrainingArgs
 
-# %% ../nbs/10_cli.ipynb #6d66d8db
+# %% ../nbs/10_cli.ipynb #e233d4e9
 @dataclass
 class RunArgs:
     "What to run."
@@ -66,7 +66,7 @@ def read_config(path, groups=LORA_GROUPS)->dict:
         out[key] = _check_value(key, v, kinds[key], path)
     return out
 
-# %% ../nbs/10_cli.ipynb #49095038
+# %% ../nbs/10_cli.ipynb #e5e9e056
 def build_parser(prog:str, groups, doc:str)->argparse.ArgumentParser:
     "An argument parser with a flag for every field of `groups`; every default is None (unset)."
     p = argparse.ArgumentParser(prog=prog, description=doc, argument_default=None)
@@ -99,7 +99,7 @@ def split_options(opts:dict, groups)->list:
         except (TypeError, ValueError) as e: raise ValueError(f'{g.__name__}: {e}') from None
     return out
 
-# %% ../nbs/10_cli.ipynb #d268f4fb
+# %% ../nbs/10_cli.ipynb #5b77528d
 DEMO_DEFAULTS = dict(r=16, lora_alpha=32.0, target_modules='all-linear', learning_rate=3e-3, iters=300,
                      batch_size=8, steps_per_report=50, steps_per_eval=100)
 DEMO_PROMPT = 'What colour is the sky?'
@@ -121,7 +121,7 @@ def demo_data():
     d = tiny_chat_data()
     return {'train': d, 'valid': d[40:], 'test': d[40:]}
 
-# %% ../nbs/10_cli.ipynb #9ea174f1
+# %% ../nbs/10_cli.ipynb #3540a54b
 def lora(argv=None):
     "Fine-tune LoRA adapters (and/or test them): `mlxtune lora --model M --data D [options]`."
     import mlx.core as mx, math
@@ -165,7 +165,7 @@ def lora(argv=None):
                     if m['role'] == 'assistant' and c['messages'][i-1]['content'] == DEMO_PROMPT)
         print(f'\n> {DEMO_PROMPT}\n{generate(model, tok, DEMO_PROMPT, max_tokens=24)}\n(trained answer: {want})')
 
-# %% ../nbs/10_cli.ipynb #a2b4ffd9
+# %% ../nbs/10_cli.ipynb #dfe8c2b2
 @dataclass
 class GenerateArgs:
     "What to generate."
@@ -188,8 +188,31 @@ def generate_cmd(argv=None):
     model, tok = load(a.model or tiny_model_path(), a.adapter_path)
     print(generate(model, tok, a.prompt, a.max_tokens, a.temp, a.system, a.chat_template, a.seed))
 
-# %% ../nbs/10_cli.ipynb #c8d5b6bf
-COMMANDS = {'lora': lora, 'generate': generate_cmd}
+# %% ../nbs/10_cli.ipynb #74aad7f6
+@dataclass
+class FuseArgs:
+    "What to fuse, and where to."
+    model: str|None = None # Model directory or Hub id; none: the built-in tiny model
+    adapter_path: str = 'adapters' # Adapter directory to fuse
+    save_path: str = 'fused_model' # Where to write the fused model (Hugging Face format)
+    requantize: bool = False # Round the fused weights back onto a quantized base's grid (and report what survives)
+
+def fuse_cmd(argv=None):
+    "Fuse adapters into the model and save it: `mlxtune fuse --model M --adapter-path A --save-path S [--requantize]`."
+    import mlx.core as mx
+    from mlxtune.adapters import load
+    from mlxtune.fuse import fuse, save_fused
+    argv = sys.argv[2:] if argv is None else argv
+    opts, _ = resolve_options(argv, 'mlxtune fuse', (FuseArgs,), fuse_cmd.__doc__)
+    a, = split_options(opts, (FuseArgs,))
+    model, tok, config = load(a.model or tiny_model_path(), a.adapter_path, return_config=True)
+    probe = [tok.encode(p) for p in ('The quick brown fox jumps over the lazy dog.', DEMO_PROMPT)]
+    n = min(len(p) for p in probe)
+    print(fuse(model, a.requantize, mx.array([p[:n] for p in probe])))
+    print(f'fused model saved to {save_fused(model, tok, a.save_path, config)}')
+
+# %% ../nbs/10_cli.ipynb #4716dd3a
+COMMANDS = {'lora': lora, 'generate': generate_cmd, 'fuse': fuse_cmd}
 
 def main(argv=None):
     "`mlxtune COMMAND [options]`."

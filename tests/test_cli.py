@@ -103,3 +103,14 @@ def test_resume_from_the_command_line(tmp_path):
     assert a.keys() == b.keys() and all(np.array_equal(np.array(a[k]), np.array(b[k])) for k in a)
     bad = run(base[:-4] + ['--learning-rate', '0.001', '--lora-dropout', '0.1', '--adapter-path', 'part', '--resume-from', 'full/checkpoint-4'], tmp_path, check=False)
     assert bad.returncode == 2 and 'from a different run: training options (learning_rate: 0.003 then, 0.001 now) differ' in bad.stderr, bad.stderr
+
+def test_fuse_then_generate_from_the_fused_model(demo):
+    "`mlxtune fuse` writes a model that answers as the adapters did, without them, in mlxtune and in mlx-lm."
+    d, _ = demo
+    p = run(['mlxtune', 'fuse', '--adapter-path', 'adapters', '--save-path', 'fused'], d)
+    assert 'fused 14 adapter layers into unquantized weights' in p.stdout, p.stdout
+    out = run(['mlxtune', 'generate', '--model', 'fused', '--prompt', 'What colour is the sky?', '--max-tokens', '12'], d).stdout
+    assert out.strip() == 'The sky is blue.', out
+    peer = run([sys.executable, '-m', 'mlx_lm', 'generate', '--model', 'fused', '--prompt', 'What colour is the sky?',
+                '--max-tokens', '12', '--temp', '0'], d)
+    assert 'The sky is blue.' in peer.stdout, peer.stdout
