@@ -7,19 +7,18 @@ Docs: https://example.github.io/mlxtune/adapters.html.md"""
 # %% auto #0
 __all__ = ['save_adapters', 'lora_args_from_config', 'load_adapters', 'load']
 
-# %% ../nbs/03_adapters.ipynb #03333b4f
+# %% ../nbs/03_adapters.ipynb #45ac0184
 import json, math, os, tempfile
 from pathlib import Path
 import mlx.core as mx
 from mlx.utils import tree_flatten
-from .lora import LoraArgs, apply_lora
-from .checkpoints import restore_into
+from .lora import LoraArgs, apply_lora, adapter_state, restore_adapter_state
 
-# %% ../nbs/03_adapters.ipynb #59927761
+# %% ../nbs/03_adapters.ipynb #664f893b
 def save_adapters(model, path, config:dict)->Path:
     "Write the model's trainable weights and `config` to the adapter directory `path`, atomically."
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
-    weights = dict(tree_flatten(model.trainable_parameters()))
+    weights = adapter_state(model)
     if not weights: raise ValueError('the model has no trainable parameters: apply adapters first')
     tmp = path/'.adapters.tmp.safetensors'
     mx.save_safetensors(str(tmp), weights)
@@ -38,7 +37,7 @@ def lora_args_from_config(config:dict)->LoraArgs:
     p, peft = config['lora_parameters'], config.get('peft', {})
     r, rs = p['rank'], peft.get('use_rslora', False)
     keys = p.get('keys')
-    return LoraArgs(r=r, lora_alpha=peft.get('lora_alpha', p['scale'] * (math.sqrt(r) if rs else r)), use_rslora=rs,
+    return LoraArgs(r=r, lora_alpha=p['scale'] * (math.sqrt(r) if rs else r), use_rslora=rs,
                     lora_dropout=p.get('dropout', 0.0), fine_tune_type=ftype,
                     target_modules='all-linear' if keys is None else list(keys), num_layers=config['num_layers'], layers_to_transform=layers)
 
@@ -50,7 +49,7 @@ def load_adapters(model, path)->dict:
         if not f.exists(): raise FileNotFoundError(f'{f} does not exist: not an adapter directory')
     config = json.loads(cfg_file.read_text())
     apply_lora(model, lora_args_from_config(config))
-    model.update(restore_into(model.trainable_parameters(), mx.load(str(w_file)), f'{w_file}: the adapters'))
+    restore_adapter_state(model, mx.load(str(w_file)), f'{w_file}: the adapters')
     mx.eval(model.parameters())
     return config
 

@@ -9,14 +9,14 @@ __all__ = ['FINGERPRINT_NAMES', 'save_checkpoint', 'list_checkpoints', 'clean_te
            'rotate_checkpoints', 'restore_into', 'rng_key', 'set_rng_key', 'model_fingerprint', 'dataset_fingerprint',
            'check_fingerprints']
 
-# %% ../nbs/06_checkpoints.ipynb #920299ae
+# %% ../nbs/06_checkpoints.ipynb #d321c151
 import hashlib, json, os, re, shutil
 from pathlib import Path
 import numpy as np
 import mlx.core as mx
 from mlx.utils import tree_flatten, tree_map_with_path
 
-# %% ../nbs/06_checkpoints.ipynb #a7b469d0
+# %% ../nbs/06_checkpoints.ipynb #e174feec
 def _fsync_dir(d):
     fd = os.open(d, os.O_RDONLY)
     try: os.fsync(fd)
@@ -38,7 +38,8 @@ def save_checkpoint(run_dir, # The run's adapter directory
     final = run_dir/f'checkpoint-{step}'
     tmp = run_dir/f'.checkpoint-{step}.tmp-{os.getpid()}'
     shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir()
-    _write(tmp/'adapters.safetensors', arrays=dict(tree_flatten(model.trainable_parameters())))
+    from mlxtune.lora import adapter_state
+    _write(tmp/'adapters.safetensors', arrays=adapter_state(model))
     _write(tmp/'adapter_config.json', json.dumps(adapter_config, indent=2).encode())
     _write(tmp/'optimizer.safetensors', arrays=dict(tree_flatten(optimizer.state)))
     _write(tmp/'trainer_state.json', json.dumps(trainer_state, indent=1).encode())
@@ -50,7 +51,7 @@ def save_checkpoint(run_dir, # The run's adapter directory
     _fsync_dir(run_dir)
     return final
 
-# %% ../nbs/06_checkpoints.ipynb #551a98ce
+# %% ../nbs/06_checkpoints.ipynb #21d6105a
 def list_checkpoints(run_dir)->list[Path]:
     "The complete checkpoints in `run_dir`, oldest first (temporary directories are not checkpoints)."
     run_dir = Path(run_dir)
@@ -87,7 +88,7 @@ def rotate_checkpoints(run_dir, keep:int, protect=())->list[Path]:
     for p in gone: shutil.rmtree(p)
     return gone
 
-# %% ../nbs/06_checkpoints.ipynb #c88bbfde
+# %% ../nbs/06_checkpoints.ipynb #d21c24fd
 def restore_into(tree, saved:dict, what:str):
     "`tree` (a nested dict/list of arrays) with every leaf replaced by `saved[path]`; names and shapes must match exactly."
     flat = dict(tree_flatten(tree))
@@ -105,7 +106,7 @@ def set_rng_key(key:list[int]):
     "Set MLX's global random key (`mx.random.seed` with a 64-bit seed sets the key to its two halves)."
     mx.random.seed((int(key[0]) << 32) | int(key[1]))
 
-# %% ../nbs/06_checkpoints.ipynb #966c9cdd
+# %% ../nbs/06_checkpoints.ipynb #05875e4d
 def _sha(*parts)->str:
     h = hashlib.sha256()
     for p in parts: h.update(p if isinstance(p, bytes) else str(p).encode())

@@ -9,7 +9,7 @@ __all__ = ['LORA_GROUPS', 'DEMO_DEFAULTS', 'DEMO_PROMPT', 'COMMANDS', 'RunArgs',
            'resolve_options', 'split_options', 'cache_dir', 'tiny_model_path', 'demo_data', 'lora', 'GenerateArgs',
            'generate_cmd', 'FuseArgs', 'fuse_cmd', 'main']
 
-# %% ../nbs/10_cli.ipynb #37e2bb4b
+# %% ../nbs/10_cli.ipynb #6d963b97
 import argparse, difflib, os, sys, types, typing
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
@@ -18,7 +18,7 @@ from .data import DataArgs
 from .lora import LoraArgs
 from .trainer import TrainingArgs
 
-# %% ../nbs/10_cli.ipynb #e233d4e9
+# %% ../nbs/10_cli.ipynb #21557066
 @dataclass
 class RunArgs:
     "What to run."
@@ -34,6 +34,12 @@ def _kind(tp):
     if any(typing.get_origin(a) is list or a is list for a in args): return list
     for k in (bool, int, float, str): 
         if k in args or tp is k: return k
+    return str
+
+def _elem(tp):
+    "The element type of a list annotation (`list[int]|None` -> int), str by default."
+    for a in typing.get_args(tp) or [tp]:
+        if typing.get_origin(a) is list: return (typing.get_args(a) or [str])[0]
     return str
 
 def option_kinds(groups=LORA_GROUPS)->dict[str, type]:
@@ -66,7 +72,7 @@ def read_config(path, groups=LORA_GROUPS)->dict:
         out[key] = _check_value(key, v, kinds[key], path)
     return out
 
-# %% ../nbs/10_cli.ipynb #e5e9e056
+# %% ../nbs/10_cli.ipynb #4878ed7b
 def build_parser(prog:str, groups, doc:str)->argparse.ArgumentParser:
     "An argument parser with a flag for every field of `groups`; every default is None (unset)."
     p = argparse.ArgumentParser(prog=prog, description=doc, argument_default=None)
@@ -78,7 +84,7 @@ def build_parser(prog:str, groups, doc:str)->argparse.ArgumentParser:
             if '_' in f.name: names.append(f'--{f.name}')
             default = f.default_factory() if f.default is MISSING else f.default
             if kind is bool: grp.add_argument(*names, dest=f.name, action=argparse.BooleanOptionalAction, help=f'(default: {default})')
-            elif kind is list: grp.add_argument(*names, dest=f.name, nargs='+', help=f'(default: {default})')
+            elif kind is list: grp.add_argument(*names, dest=f.name, nargs='+', type=_elem(f.type), help=f'(default: {default})')
             else: grp.add_argument(*names, dest=f.name, type=kind, help=f'(default: {default})')
     return p
 
@@ -99,7 +105,7 @@ def split_options(opts:dict, groups)->list:
         except (TypeError, ValueError) as e: raise ValueError(f'{g.__name__}: {e}') from None
     return out
 
-# %% ../nbs/10_cli.ipynb #5b77528d
+# %% ../nbs/10_cli.ipynb #283fbbd1
 DEMO_DEFAULTS = dict(r=16, lora_alpha=32.0, target_modules='all-linear', learning_rate=3e-3, iters=300,
                      batch_size=8, steps_per_report=50, steps_per_eval=100)
 DEMO_PROMPT = 'What colour is the sky?'
@@ -121,7 +127,7 @@ def demo_data():
     d = tiny_chat_data()
     return {'train': d, 'valid': d[40:], 'test': d[40:]}
 
-# %% ../nbs/10_cli.ipynb #3540a54b
+# %% ../nbs/10_cli.ipynb #eda8674c
 def lora(argv=None):
     "Fine-tune LoRA adapters (and/or test them): `mlxtune lora --model M --data D [options]`."
     import mlx.core as mx, math
@@ -165,7 +171,7 @@ def lora(argv=None):
                     if m['role'] == 'assistant' and c['messages'][i-1]['content'] == DEMO_PROMPT)
         print(f'\n> {DEMO_PROMPT}\n{generate(model, tok, DEMO_PROMPT, max_tokens=24)}\n(trained answer: {want})')
 
-# %% ../nbs/10_cli.ipynb #dfe8c2b2
+# %% ../nbs/10_cli.ipynb #201ffdac
 @dataclass
 class GenerateArgs:
     "What to generate."
@@ -188,7 +194,7 @@ def generate_cmd(argv=None):
     model, tok = load(a.model or tiny_model_path(), a.adapter_path)
     print(generate(model, tok, a.prompt, a.max_tokens, a.temp, a.system, a.chat_template, a.seed))
 
-# %% ../nbs/10_cli.ipynb #74aad7f6
+# %% ../nbs/10_cli.ipynb #faed388a
 @dataclass
 class FuseArgs:
     "What to fuse, and where to."
@@ -211,7 +217,7 @@ def fuse_cmd(argv=None):
     print(fuse(model, a.requantize, mx.array([p[:n] for p in probe])))
     print(f'fused model saved to {save_fused(model, tok, a.save_path, config)}')
 
-# %% ../nbs/10_cli.ipynb #4716dd3a
+# %% ../nbs/10_cli.ipynb #b91b3314
 COMMANDS = {'lora': lora, 'generate': generate_cmd, 'fuse': fuse_cmd}
 
 def main(argv=None):

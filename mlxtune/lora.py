@@ -7,9 +7,10 @@ Docs: https://example.github.io/mlxtune/lora.html.md"""
 # %% auto #0
 __all__ = ['QUANTIZED', 'ADAPTERS', 'FINE_TUNE_TYPES', 'dequantized_weight', 'weight_shape', 'LoRALinear', 'DoRALinear',
            'LoRAEmbedding', 'DoRAEmbedding', 'LoRASwitchLinear', 'adapter_for', 'base_of', 'LoraArgs', 'chosen_blocks',
-           'target_paths', 'apply_lora', 'merged_layer', 'unwrap', 'merge', 'TrainableSummary', 'trainable_summary']
+           'target_paths', 'pissa_init', 'adapter_state', 'restore_adapter_state', 'apply_lora', 'merged_layer',
+           'unwrap', 'merge', 'TrainableSummary', 'trainable_summary']
 
-# %% ../nbs/02_lora.ipynb #85f5a2ce
+# %% ../nbs/02_lora.ipynb #5ef2c9f1
 import math, re
 from dataclasses import dataclass, field
 import mlx.core as mx
@@ -17,7 +18,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 from mlx_lm.models.switch_layers import SwitchLinear, QuantizedSwitchLinear
 
-# %% ../nbs/02_lora.ipynb #f8c13771
+# %% ../nbs/02_lora.ipynb #d7a859ab
 QUANTIZED = (nn.QuantizedLinear, nn.QuantizedEmbedding, QuantizedSwitchLinear)
 
 def dequantized_weight(layer)->mx.array:
@@ -31,7 +32,7 @@ def weight_shape(layer)->tuple:
     s = tuple(layer.weight.shape)
     return s[:-1] + (s[-1] * 32 // layer.bits,) if isinstance(layer, QUANTIZED) else s
 
-# %% ../nbs/02_lora.ipynb #a1268650
+# %% ../nbs/02_lora.ipynb #faa2d74b
 class LoRALinear(nn.Module):
     "A frozen linear layer plus a trainable low-rank update `scale * (x @ lora_a) @ lora_b`."
     def __init__(self, linear:nn.Module, r:int=8, scale:float=2.0, dropout:float=0.0):
@@ -78,7 +79,7 @@ class DoRALinear(LoRALinear):
         out = (self.m / mx.stop_gradient(self.adapted_norm())).astype(x.dtype) * out
         return out + bias if bias is not None else out
 
-# %% ../nbs/02_lora.ipynb #ba5e768d
+# %% ../nbs/02_lora.ipynb #32c6e3b4
 class LoRAEmbedding(nn.Module):
     "A frozen embedding plus a trainable low-rank update; `as_linear` applies the adapted matrix as an output head."
     def __init__(self, embedding:nn.Module, r:int=8, scale:float=2.0, dropout:float=0.0):
@@ -120,7 +121,7 @@ class DoRAEmbedding(LoRAEmbedding):
         out = self.embedding.as_linear(x) + (self.scale * ((self.dropout(x) @ self.lora_b.T) @ self.lora_a.T)).astype(x.dtype)
         return (self.m / denom).astype(x.dtype) * out
 
-# %% ../nbs/02_lora.ipynb #1ada4f8b
+# %% ../nbs/02_lora.ipynb #283eb367
 class LoRASwitchLinear(nn.Module):
     "A frozen `SwitchLinear` (or quantized) plus one low-rank update per expert."
     def __init__(self, linear:nn.Module, r:int=8, scale:float=2.0, dropout:float=0.0):
@@ -157,7 +158,7 @@ def base_of(layer):
     "The base layer inside an adapter (or the layer itself)."
     return getattr(layer, 'linear', None) or getattr(layer, 'embedding', None) if isinstance(layer, ADAPTERS) else layer
 
-# %% ../nbs/02_lora.ipynb #6a095a0c
+# %% ../nbs/02_lora.ipynb #b67961e5
 FINE_TUNE_TYPES = ('lora', 'dora', 'full')
 
 @dataclass
@@ -172,6 +173,7 @@ class LoraArgs:
     target_modules: list[str]|str = field(default_factory=lambda: ['self_attn.q_proj', 'self_attn.v_proj']) # Names (path suffixes), a regular expression, or 'all-linear'
     layers_to_transform: list[int]|None = None # Block indices to adapt (default: the last `num_layers`)
     num_layers: int = -1 # Adapt the last N blocks; -1 for all
+    init: str = 'default' # 'default' (A random, B zero) or 'pissa' (A, B from W's top singular vectors; the base keeps the rest)
 
     @property
     def scale(self)->float:
@@ -185,6 +187,8 @@ class LoraArgs:
             if self.fine_tune_type == 'full': raise ValueError("use_dora and fine_tune_type='full' contradict each other")
             self.fine_tune_type = 'dora'
         self.use_dora = self.fine_tune_type == 'dora'
+        if self.init not in ('default', 'pissa'): raise ValueError(f"init={self.init!r}: choose 'default' or 'pissa'")
+        if self.init == 'pissa' and self.fine_tune_type != 'lora': raise ValueError("init='pissa' works with LoRA only (not DoRA or full)")
         if not 0 <= self.lora_dropout < 1: raise ValueError(f'lora_dropout must be in [0, 1), got {self.lora_dropout}')
         if self.r < 1: raise ValueError(f'r must be >= 1, got {self.r}')
 
@@ -235,7 +239,51 @@ def target_paths(model, args:LoraArgs)->list[str]:
         raise ValueError(f'target_modules {args.target_modules!r} match no layer; the layers are: {names}')
     return sorted(out)
 
-# %% ../nbs/02_lora.ipynb #93754d95
+# %% ../nbs/02_lora.ipynb #bb062955
+def pissa_init(layer:LoRALinear):
+    "Set `layer`'s adapters from its base weight's top singular vectors, and leave the residual in the base."
+    if type(layer) is not LoRALinear: raise ValueError(f"init='pissa' needs a LoRA linear layer, not {type(layer).__name__}")
+    base = layer.linear
+    w = dequantized_weight(base).astype(mx.float32)
+    U, S, Vt = mx.linalg.svd(w, stream=mx.cpu)
+    r, s = layer.r, layer.scale
+    root = mx.sqrt(S[:r] / s)
+    layer.lora_a = (root[:, None] * Vt[:r]).T
+    layer.lora_b = (U[:, :r] * root).T
+    res = (w - layer.delta()).astype(dequantized_weight(base).dtype)
+    plain = nn.Linear(res.shape[1], res.shape[0], bias='bias' in base)
+    plain.weight = res
+    if 'bias' in base: plain.bias = base.bias
+    layer.linear = nn.QuantizedLinear.from_linear(plain, group_size=base.group_size, bits=base.bits, mode=getattr(base, 'mode', 'affine')) \
+                   if isinstance(base, nn.QuantizedLinear) else plain
+    layer.linear.freeze()
+    layer._pissa = (layer.lora_a, layer.lora_b)   # the initial adapters, for the portable form (not parameters)
+    mx.eval(layer.parameters())
+
+def adapter_state(model)->dict:
+    "The trainable weights in their portable form (PiSSA layers as rank-2r updates of the original base)."
+    out = dict(tree_flatten(model.trainable_parameters()))
+    for k, m in model.named_modules():
+        if getattr(m, '_pissa', None) is not None:
+            a0, b0 = m._pissa
+            out[f'{k}.lora_a'] = mx.concatenate([m.lora_a, a0], axis=1)
+            out[f'{k}.lora_b'] = mx.concatenate([m.lora_b, -b0], axis=0)
+    return out
+
+def restore_adapter_state(model, saved:dict, what:str):
+    "Load weights written by `adapter_state` into `model` (names and shapes must fit; PiSSA's initial halves must match)."
+    from mlxtune.checkpoints import restore_into
+    saved = dict(saved)
+    for k, m in model.named_modules():
+        if getattr(m, '_pissa', None) is None or f'{k}.lora_a' not in saved: continue
+        a, b, r = saved[f'{k}.lora_a'], saved[f'{k}.lora_b'], m.r
+        if a.shape[1] == 2 * r:
+            if not (mx.allclose(a[:, r:], m._pissa[0], atol=1e-5).item() and mx.allclose(b[r:], -m._pissa[1], atol=1e-5).item()):
+                raise ValueError(f'{what}: {k} was PiSSA-initialised from other base weights')
+            saved[f'{k}.lora_a'], saved[f'{k}.lora_b'] = a[:, :r], b[:r]
+    model.update(restore_into(model.trainable_parameters(), saved, what))
+
+# %% ../nbs/02_lora.ipynb #01ac075f
 def apply_lora(model, args:LoraArgs=None)->dict:
     "Freeze `model` and adapt the targeted layers (replacing adapters already there); the adapter config (mlx-lm's format)."
     args = args or LoraArgs()
@@ -252,17 +300,18 @@ def apply_lora(model, args:LoraArgs=None)->dict:
     for k in paths:
         base = base_of(mods[k])
         new.append((k, adapter_for(base, args.use_dora)(base, args.r, args.scale, args.lora_dropout)))
+        if args.init == 'pissa': pissa_init(new[-1][1])
     model.update_modules(tree_unflatten(new))
     model.apply_to_modules(lambda k, m: m.unfreeze(keys=['lora_a', 'lora_b', 'm'], recurse=False, strict=False) if isinstance(m, ADAPTERS) else None)
     # mlx-lm's format: `keys` are paths inside a block, or full paths outside; `num_layers` counts from the last block
     keys = sorted({k.split('.', len(prefix.split('.')) + 1)[-1] if k.startswith(prefix + '.') else k for k in paths})
     return {'fine_tune_type': args.fine_tune_type, 'num_layers': len(_blocks(model)) - blocks[0],
-            'lora_parameters': {'rank': args.r, 'scale': args.scale, 'dropout': args.lora_dropout, 'keys': keys},
+            'lora_parameters': {'rank': args.r * (2 if args.init == 'pissa' else 1), 'scale': args.scale, 'dropout': args.lora_dropout, 'keys': keys},
             'layers_to_transform': blocks,
             'peft': {'r': args.r, 'lora_alpha': args.lora_alpha, 'use_rslora': args.use_rslora, 'use_dora': args.use_dora,
-                     'target_modules': args.target_modules}}
+                     'target_modules': args.target_modules, 'init': args.init}}
 
-# %% ../nbs/02_lora.ipynb #6ecc5a1b
+# %% ../nbs/02_lora.ipynb #832247b6
 def merged_layer(layer):
     "A plain layer whose weight is the base weight plus the adapter's update (quantized bases come back dequantized)."
     base = base_of(layer)
@@ -285,20 +334,29 @@ def merged_layer(layer):
     if bias is not None: out.bias = bias
     return out
 
+def _original_base(layer):
+    "The base layer as it was before the adapter (PiSSA puts its initial update back)."
+    if getattr(layer, '_pissa', None) is None: return base_of(layer)
+    a0, b0 = layer._pissa
+    orig = LoRALinear(layer.linear, layer.r, layer.scale); orig.lora_a, orig.lora_b = a0, b0
+    fused = merged_layer(orig)
+    return nn.QuantizedLinear.from_linear(fused, group_size=layer.linear.group_size, bits=layer.linear.bits, mode=getattr(layer.linear, 'mode', 'affine')) \
+           if isinstance(layer.linear, nn.QuantizedLinear) else fused
+
 def _replace_adapters(model, fn)->int:
     found = [(k, fn(m)) for k, m in model.named_modules() if isinstance(m, ADAPTERS)]
     if found: model.update_modules(tree_unflatten(found))
     return len(found)
 
 def unwrap(model)->int:
-    "Remove every adapter, giving back the base layers unchanged; how many were removed."
-    return _replace_adapters(model, base_of)
+    "Remove every adapter, giving back the base layers unchanged (PiSSA layers: the original weight); how many were removed."
+    return _replace_adapters(model, _original_base)
 
 def merge(model)->int:
     "Fold every adapter into its layer's weight (plain, unquantized layers); how many were merged."
     return _replace_adapters(model, merged_layer)
 
-# %% ../nbs/02_lora.ipynb #0ba247ba
+# %% ../nbs/02_lora.ipynb #d0a4052a
 class TrainableSummary:
     "Trainable and total parameters, with the adapters' settings; one line as text, a table in a notebook."
     def __init__(self, model, args:LoraArgs|None=None):

@@ -7,17 +7,17 @@ Docs: https://example.github.io/mlxtune/peft.html.md"""
 # %% auto #0
 __all__ = ['PREFIX', 'export_peft', 'import_peft']
 
-# %% ../nbs/13_peft.ipynb #a84d3031
+# %% ../nbs/13_peft.ipynb #313ee701
 import json, math, os
 from pathlib import Path
 import numpy as np
 import mlx.core as mx
 from mlx.utils import tree_flatten
 from .lora import (ADAPTERS, LoRALinear, DoRALinear, LoRAEmbedding, DoRAEmbedding, LoRASwitchLinear, LoraArgs,
-                          apply_lora)
+                          apply_lora, adapter_state)
 from .checkpoints import restore_into
 
-# %% ../nbs/13_peft.ipynb #a7cb5efa
+# %% ../nbs/13_peft.ipynb #aa6f4380
 PREFIX = 'base_model.model.'
 
 def _tied(model)->bool:
@@ -33,12 +33,13 @@ def export_peft(model, # A model with LoRA/DoRA adapters
     peft = adapter_config.get('peft') or {}
     if adapter_config.get('fine_tune_type') == 'full': raise ValueError('full fine-tuning is not an adapter: save the model instead')
     tensors, targets, r, scales = {}, [], None, set()
+    state = adapter_state(model)
     for k, m in model.named_modules():
         if not isinstance(m, ADAPTERS): continue
         if isinstance(m, LoRASwitchLinear): raise ValueError(f'{k}: PEFT has no adapters for mixture-of-experts layers')
         if isinstance(m, DoRAEmbedding): raise ValueError(f'{k}: DoRA on embeddings has no PEFT equivalent here')
-        r = m.r; scales.add(m.scale); targets.append(k)
-        a, b = np.array(m.lora_a), np.array(m.lora_b)
+        a, b = np.array(state[f'{k}.lora_a']), np.array(state[f'{k}.lora_b'])   # PiSSA: the portable rank-2r form
+        r = a.shape[-1]; scales.add(m.scale); targets.append(k)
         if isinstance(m, LoRAEmbedding):
             tensors[f'{PREFIX}{k}.lora_embedding_A'] = a.T; tensors[f'{PREFIX}{k}.lora_embedding_B'] = b.T
             if _tied(model):   # the tied head computes h @ (E + s a b)^T: a Linear adapter with A = b, B = a
@@ -63,7 +64,7 @@ def export_peft(model, # A model with LoRA/DoRA adapters
     (path/'adapter_config.json').write_text(json.dumps(config, indent=2))
     return path
 
-# %% ../nbs/13_peft.ipynb #82555a44
+# %% ../nbs/13_peft.ipynb #298f8183
 def import_peft(model, path)->dict:
     "Put the PEFT LoRA/rsLoRA/DoRA adapters in `path` onto `model`; the adapter config in mlxtune's (mlx-lm's) format."
     path = Path(path)

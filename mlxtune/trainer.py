@@ -7,7 +7,7 @@ Docs: https://example.github.io/mlxtune/trainer.html.md"""
 # %% auto #0
 __all__ = ['RUN_DEFINING', 'TrainingArgs', 'History', 'TrainerState', 'NonFiniteLoss', 'evaluate', 'grad_checkpointing', 'train']
 
-# %% ../nbs/08_trainer.ipynb #91db10cf
+# %% ../nbs/08_trainer.ipynb #76f1555c
 import math, time, json
 from dataclasses import dataclass, field, asdict, fields
 from functools import partial
@@ -21,11 +21,12 @@ from mlx.utils import tree_flatten, tree_map
 from .data import TokenizedDataset, batch_order, make_batch
 from .losses import cross_entropy_loss
 from .adapters import save_adapters
+from .lora import restore_adapter_state
 from .optim import lr_schedule, make_optimizer, SCHEDULES, OPTIMIZERS
 from .callbacks import Callback, PrintLogger, ProgressBar, WandbLogger
 from . import checkpoints as ckpt
 
-# %% ../nbs/08_trainer.ipynb #a674443a
+# %% ../nbs/08_trainer.ipynb #2779e7b5
 RUN_DEFINING = ('batch_size', 'grad_accumulation_steps', 'iters', 'epochs', 'learning_rate', 'lr_schedule', 'warmup_steps',
                 'min_learning_rate', 'optimizer', 'weight_decay', 'momentum', 'max_grad_norm', 'steps_per_eval', 'val_batches', 'seed')
 
@@ -76,7 +77,7 @@ class TrainingArgs:
         if self.report_to not in (None, 'wandb'): raise ValueError(f"report_to={self.report_to!r}: only 'wandb' (or none)")
         if self.keep_best and self.early_stopping_patience < 0: raise ValueError('early_stopping_patience must be >= 0')
 
-# %% ../nbs/08_trainer.ipynb #d03a7298
+# %% ../nbs/08_trainer.ipynb #dfc4b268
 @dataclass
 class History:
     "Losses recorded by `train`: `train` and `val` are lists of dicts with at least `step` and `loss`."
@@ -113,7 +114,7 @@ class TrainerState:
 class NonFiniteLoss(RuntimeError):
     "Training produced a NaN or infinite loss."
 
-# %% ../nbs/08_trainer.ipynb #72e19163
+# %% ../nbs/08_trainer.ipynb #3a87af9f
 def evaluate(model, ds:TokenizedDataset, batch_size:int=4, num_batches:int=-1, loss_fn:Callable=cross_entropy_loss)->float:
     "Token-weighted mean loss over the first `num_batches` batches of `ds` in its own order (-1: all)."
     order = batch_order(ds.lengths, batch_size, shuffle=False)
@@ -126,7 +127,7 @@ def evaluate(model, ds:TokenizedDataset, batch_size:int=4, num_batches:int=-1, l
         total += loss.item() * n.item(); ntok += n.item()
     return total / max(ntok, 1)
 
-# %% ../nbs/08_trainer.ipynb #9711b73f
+# %% ../nbs/08_trainer.ipynb #4e0df613
 _CKPT_CLASSES = {}
 def _checkpointed(cls):
     if cls not in _CKPT_CLASSES:
@@ -149,7 +150,7 @@ class grad_checkpointing:
     def __exit__(self, *exc):
         for b, c in zip(self.blocks, self.saved): b.__class__ = c
 
-# %% ../nbs/08_trainer.ipynb #2fb8ea9c
+# %% ../nbs/08_trainer.ipynb #413f32cf
 def _all_sum(grads, loss_sum:float, n_sum:int):
     "Sum gradients (a tree), loss and token count over all workers with one `all_sum`."
     from mlx.utils import tree_unflatten
@@ -162,7 +163,7 @@ def _all_sum(grads, loss_sum:float, n_sum:int):
     mx.eval(vec)
     return tree_unflatten(out), vec[i].item(), int(vec[i + 1].item())
 
-# %% ../nbs/08_trainer.ipynb #c4e2ed80
+# %% ../nbs/08_trainer.ipynb #5ddbb5b4
 def _total_steps(args, ds, world):
     per_epoch = math.ceil(math.ceil(len(ds) / args.batch_size) / args.grad_accumulation_steps)
     if args.epochs is not None: return args.epochs * per_epoch
@@ -306,7 +307,7 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
     if main and adapter_config is not None:
         if args.keep_best and st.best_step >= 0:
             best = ckpt.load_checkpoint(run_dir/f'checkpoint-{st.best_step}')
-            model.update(ckpt.restore_into(model.trainable_parameters(), best['adapters'], f"{best['path']}: the adapters"))
+            restore_adapter_state(model, best['adapters'], f"{best['path']}: the adapters")
             if log: log(f'final adapters: the best ones (step {st.best_step}, validation loss {st.best_loss:.3f})')
         save_adapters(model, run_dir, adapter_config)
         if log: log(f'adapters saved to {run_dir}')
@@ -314,7 +315,7 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
     model.eval()
     return st.history
 
-# %% ../nbs/08_trainer.ipynb #42eea599
+# %% ../nbs/08_trainer.ipynb #8f3558be
 def _state_dict(st:TrainerState, fp:dict)->dict:
     "The JSON part of a checkpoint."
     return {'step': st.step, 'epoch': st.epoch, 'batch': st.batch, 'rng': ckpt.rng_key(),
@@ -328,7 +329,7 @@ def _resume(st:TrainerState, opt, path, fp:dict):
     ck = ckpt.load_checkpoint(path)
     s = ck['state']
     ckpt.check_fingerprints(s['fingerprints'], fp, ck['path'], s.get('args'), {k: getattr(st.args, k) for k in RUN_DEFINING})
-    st.model.update(ckpt.restore_into(st.model.trainable_parameters(), ck['adapters'], f"{ck['path']}: the adapters"))
+    restore_adapter_state(st.model, ck['adapters'], f"{ck['path']}: the adapters")
     opt.state = ckpt.restore_into(opt.state, ck['optimizer'], f"{ck['path']}: the optimizer state")
     ckpt.set_rng_key(s['rng'])
     st.step, st.epoch, st.batch, st.best_step, st.bad_evals = s['step'], s['epoch'], s['batch'], s['best_step'], s['bad_evals']
