@@ -7,7 +7,7 @@ Docs: https://example.github.io/mlxtune/trainer.html.md"""
 # %% auto #0
 __all__ = ['RUN_DEFINING', 'TrainingArgs', 'History', 'TrainerState', 'NonFiniteLoss', 'evaluate', 'grad_checkpointing', 'train']
 
-# %% ../nbs/08_trainer.ipynb #76f1555c
+# %% ../nbs/08_trainer.ipynb #44f77eeb
 import math, time, json
 from dataclasses import dataclass, field, asdict, fields
 from functools import partial
@@ -19,14 +19,14 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_map
 from .data import TokenizedDataset, batch_order, make_batch
-from .losses import cross_entropy_loss
+from .losses import cross_entropy_loss, chunked_cross_entropy_loss, check_chunkable
 from .adapters import save_adapters
 from .lora import restore_adapter_state
 from .optim import lr_schedule, make_optimizer, SCHEDULES, OPTIMIZERS
 from .callbacks import Callback, PrintLogger, ProgressBar, WandbLogger
 from . import checkpoints as ckpt
 
-# %% ../nbs/08_trainer.ipynb #2779e7b5
+# %% ../nbs/08_trainer.ipynb #cf752f1a
 RUN_DEFINING = ('batch_size', 'grad_accumulation_steps', 'iters', 'epochs', 'learning_rate', 'lr_schedule', 'warmup_steps',
                 'min_learning_rate', 'optimizer', 'weight_decay', 'momentum', 'max_grad_norm', 'steps_per_eval', 'val_batches', 'seed')
 
@@ -46,6 +46,7 @@ class TrainingArgs:
     momentum: float = 0.9 # For sgd
     max_grad_norm: float = 0.0 # Clip the gradient's global norm to this; 0: no clipping
     grad_checkpoint: bool = False # Recompute each block's activations in the backward pass (less memory, ~30% slower)
+    loss_chunk_size: int = 0 # Compute the loss this many positions at a time, never forming the full logits; 0: all at once
     steps_per_report: int = 10 # Report the training loss every N updates
     steps_per_eval: int = 50 # Validation loss every N updates (and at the end)
     val_batches: int = 25 # Validation batches (the first N, the same every time); -1 for all
@@ -77,7 +78,7 @@ class TrainingArgs:
         if self.report_to not in (None, 'wandb'): raise ValueError(f"report_to={self.report_to!r}: only 'wandb' (or none)")
         if self.keep_best and self.early_stopping_patience < 0: raise ValueError('early_stopping_patience must be >= 0')
 
-# %% ../nbs/08_trainer.ipynb #dfc4b268
+# %% ../nbs/08_trainer.ipynb #96048c11
 @dataclass
 class History:
     "Losses recorded by `train`: `train` and `val` are lists of dicts with at least `step` and `loss`."
@@ -114,7 +115,7 @@ class TrainerState:
 class NonFiniteLoss(RuntimeError):
     "Training produced a NaN or infinite loss."
 
-# %% ../nbs/08_trainer.ipynb #3a87af9f
+# %% ../nbs/08_trainer.ipynb #e3cd340d
 def evaluate(model, ds:TokenizedDataset, batch_size:int=4, num_batches:int=-1, loss_fn:Callable=cross_entropy_loss)->float:
     "Token-weighted mean loss over the first `num_batches` batches of `ds` in its own order (-1: all)."
     order = batch_order(ds.lengths, batch_size, shuffle=False)
@@ -127,7 +128,7 @@ def evaluate(model, ds:TokenizedDataset, batch_size:int=4, num_batches:int=-1, l
         total += loss.item() * n.item(); ntok += n.item()
     return total / max(ntok, 1)
 
-# %% ../nbs/08_trainer.ipynb #4e0df613
+# %% ../nbs/08_trainer.ipynb #7050f656
 _CKPT_CLASSES = {}
 def _checkpointed(cls):
     if cls not in _CKPT_CLASSES:
@@ -150,7 +151,7 @@ class grad_checkpointing:
     def __exit__(self, *exc):
         for b, c in zip(self.blocks, self.saved): b.__class__ = c
 
-# %% ../nbs/08_trainer.ipynb #413f32cf
+# %% ../nbs/08_trainer.ipynb #d823dbf5
 def _all_sum(grads, loss_sum:float, n_sum:int):
     "Sum gradients (a tree), loss and token count over all workers with one `all_sum`."
     from mlx.utils import tree_unflatten
@@ -163,7 +164,7 @@ def _all_sum(grads, loss_sum:float, n_sum:int):
     mx.eval(vec)
     return tree_unflatten(out), vec[i].item(), int(vec[i + 1].item())
 
-# %% ../nbs/08_trainer.ipynb #5ddbb5b4
+# %% ../nbs/08_trainer.ipynb #c500b9bc
 def _total_steps(args, ds, world):
     per_epoch = math.ceil(math.ceil(len(ds) / args.batch_size) / args.grad_accumulation_steps)
     if args.epochs is not None: return args.epochs * per_epoch
@@ -204,6 +205,10 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
     main = rank == 0
     if world > 1 and args.batch_size % world: raise ValueError(f'batch_size={args.batch_size} must be divisible by the {world} workers')
     _memory_limits(args)
+    if args.loss_chunk_size > 0:
+        if loss_fn is not cross_entropy_loss: raise ValueError('loss_chunk_size applies to the default cross-entropy loss only')
+        check_chunkable(model)
+        loss_fn = partial(chunked_cross_entropy_loss, chunk_size=args.loss_chunk_size)
     total = _total_steps(args, train_set, world)
     st = TrainerState(model, args, total)
     cbs = _callbacks(args, callbacks, log if main else None)
@@ -315,7 +320,7 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
     model.eval()
     return st.history
 
-# %% ../nbs/08_trainer.ipynb #8f3558be
+# %% ../nbs/08_trainer.ipynb #c7996d10
 def _state_dict(st:TrainerState, fp:dict)->dict:
     "The JSON part of a checkpoint."
     return {'step': st.step, 'epoch': st.epoch, 'batch': st.batch, 'rng': ckpt.rng_key(),
