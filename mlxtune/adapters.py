@@ -7,14 +7,14 @@ Docs: https://example.github.io/mlxtune/adapters.html.md"""
 # %% auto #0
 __all__ = ['save_adapters', 'lora_args_from_config', 'load_adapters', 'load']
 
-# %% ../nbs/03_adapters.ipynb #45ac0184
+# %% ../nbs/03_adapters.ipynb #9910281f
 import json, math, os, tempfile
 from pathlib import Path
 import mlx.core as mx
 from mlx.utils import tree_flatten
 from .lora import LoraArgs, apply_lora, adapter_state, restore_adapter_state
 
-# %% ../nbs/03_adapters.ipynb #664f893b
+# %% ../nbs/03_adapters.ipynb #5013d878
 def save_adapters(model, path, config:dict)->Path:
     "Write the model's trainable weights and `config` to the adapter directory `path`, atomically."
     path = Path(path); path.mkdir(parents=True, exist_ok=True)

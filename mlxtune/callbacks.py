@@ -7,7 +7,7 @@ Docs: https://example.github.io/mlxtune/callbacks.html.md"""
 # %% auto #0
 __all__ = ['Callback', 'PrintLogger', 'ProgressBar', 'WandbLogger']
 
-# %% ../nbs/07_callbacks.ipynb #6a579893
+# %% ../nbs/07_callbacks.ipynb #60e78e23
 class Callback:
     "Base class: override the hooks you need."
     def on_train_begin(self, state): pass
@@ -17,7 +17,7 @@ class Callback:
     def on_save(self, state, path): pass
     def on_end(self, state): pass
 
-# %% ../nbs/07_callbacks.ipynb #4a92ff71
+# %% ../nbs/07_callbacks.ipynb #ea177223
 class PrintLogger(Callback):
     "Report lines in the terminal (or any `print`-like function)."
     def __init__(self, print_fn=print): self.print = print_fn

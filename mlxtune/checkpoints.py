@@ -9,14 +9,14 @@ __all__ = ['FINGERPRINT_NAMES', 'save_checkpoint', 'list_checkpoints', 'clean_te
            'rotate_checkpoints', 'restore_into', 'rng_key', 'set_rng_key', 'model_fingerprint', 'dataset_fingerprint',
            'check_fingerprints']
 
-# %% ../nbs/06_checkpoints.ipynb #d321c151
+# %% ../nbs/06_checkpoints.ipynb #9e8cae8d
 import hashlib, json, os, re, shutil
 from pathlib import Path
 import numpy as np
 import mlx.core as mx
-from mlx.utils import tree_flatten, tree_map_with_path
+from mlx.utils import tree_flatten, tree_map_with_path, tree_unflatten
 
-# %% ../nbs/06_checkpoints.ipynb #e174feec
+# %% ../nbs/06_checkpoints.ipynb #5a967c6f
 def _fsync_dir(d):
     fd = os.open(d, os.O_RDONLY)
     try: os.fsync(fd)
@@ -51,7 +51,7 @@ def save_checkpoint(run_dir, # The run's adapter directory
     _fsync_dir(run_dir)
     return final
 
-# %% ../nbs/06_checkpoints.ipynb #21d6105a
+# %% ../nbs/06_checkpoints.ipynb #eb85b0fa
 def list_checkpoints(run_dir)->list[Path]:
     "The complete checkpoints in `run_dir`, oldest first (temporary directories are not checkpoints)."
     run_dir = Path(run_dir)
@@ -88,7 +88,7 @@ def rotate_checkpoints(run_dir, keep:int, protect=())->list[Path]:
     for p in gone: shutil.rmtree(p)
     return gone
 
-# %% ../nbs/06_checkpoints.ipynb #d21c24fd
+# %% ../nbs/06_checkpoints.ipynb #e884150a
 def restore_into(tree, saved:dict, what:str):
     "`tree` (a nested dict/list of arrays) with every leaf replaced by `saved[path]`; names and shapes must match exactly."
     flat = dict(tree_flatten(tree))
@@ -106,7 +106,7 @@ def set_rng_key(key:list[int]):
     "Set MLX's global random key (`mx.random.seed` with a 64-bit seed sets the key to its two halves)."
     mx.random.seed((int(key[0]) << 32) | int(key[1]))
 
-# %% ../nbs/06_checkpoints.ipynb #05875e4d
+# %% ../nbs/06_checkpoints.ipynb #87b31b9c
 def _sha(*parts)->str:
     h = hashlib.sha256()
     for p in parts: h.update(p if isinstance(p, bytes) else str(p).encode())

@@ -6,10 +6,10 @@ Docs: https://example.github.io/mlxtune/cli.html.md"""
 
 # %% auto #0
 __all__ = ['LORA_GROUPS', 'DEMO_DEFAULTS', 'DEMO_PROMPT', 'COMMANDS', 'RunArgs', 'option_kinds', 'read_config', 'build_parser',
-           'resolve_options', 'split_options', 'cache_dir', 'tiny_model_path', 'demo_data', 'lora', 'GenerateArgs',
-           'generate_cmd', 'FuseArgs', 'fuse_cmd', 'main']
+           'resolve_options', 'split_options', 'tiny_model_path', 'demo_data', 'lora', 'GenerateArgs', 'generate_cmd',
+           'FuseArgs', 'fuse_cmd', 'main']
 
-# %% ../nbs/10_cli.ipynb #6d963b97
+# %% ../nbs/10_cli.ipynb #ff10f843
 import argparse, difflib, os, sys, types, typing
 from dataclasses import MISSING, dataclass, fields
 from pathlib import Path
@@ -18,7 +18,7 @@ from .data import DataArgs
 from .lora import LoraArgs
 from .trainer import TrainingArgs
 
-# %% ../nbs/10_cli.ipynb #21557066
+# %% ../nbs/10_cli.ipynb #07e1d56d
 @dataclass
 class RunArgs:
     "What to run."
@@ -72,7 +72,7 @@ def read_config(path, groups=LORA_GROUPS)->dict:
         out[key] = _check_value(key, v, kinds[key], path)
     return out
 
-# %% ../nbs/10_cli.ipynb #4878ed7b
+# %% ../nbs/10_cli.ipynb #bcdb08d2
 def build_parser(prog:str, groups, doc:str)->argparse.ArgumentParser:
     "An argument parser with a flag for every field of `groups`; every default is None (unset)."
     p = argparse.ArgumentParser(prog=prog, description=doc, argument_default=None)
@@ -105,19 +105,16 @@ def split_options(opts:dict, groups)->list:
         except (TypeError, ValueError) as e: raise ValueError(f'{g.__name__}: {e}') from None
     return out
 
-# %% ../nbs/10_cli.ipynb #283fbbd1
+# %% ../nbs/10_cli.ipynb #de0b5ccb
 DEMO_DEFAULTS = dict(r=16, lora_alpha=32.0, target_modules='all-linear', learning_rate=3e-3, iters=300,
                      batch_size=8, steps_per_report=50, steps_per_eval=100)
 DEMO_PROMPT = 'What colour is the sky?'
 
-def cache_dir()->Path:
-    "Where mlxtune keeps what it builds (`$MLXTUNE_CACHE`, default `~/.cache/mlxtune`)."
-    return Path(os.environ.get('MLXTUNE_CACHE', Path.home()/'.cache'/'mlxtune'))
-
 def tiny_model_path()->Path:
     "The built-in tiny model's directory, built on first use."
     from mlxtune.tiny import build_tiny_model
-    p = cache_dir()/'tiny-llama-chatml'
+    from mlxtune.gguf import cache_root
+    p = cache_root()/'tiny-llama-chatml'
     if not (p/'model.safetensors').exists(): build_tiny_model(p)
     return p
 
@@ -127,7 +124,7 @@ def demo_data():
     d = tiny_chat_data()
     return {'train': d, 'valid': d[40:], 'test': d[40:]}
 
-# %% ../nbs/10_cli.ipynb #eda8674c
+# %% ../nbs/10_cli.ipynb #dc2a3792
 def lora(argv=None):
     "Fine-tune LoRA adapters (and/or test them): `mlxtune lora --model M --data D [options]`."
     import mlx.core as mx, math
@@ -171,7 +168,7 @@ def lora(argv=None):
                     if m['role'] == 'assistant' and c['messages'][i-1]['content'] == DEMO_PROMPT)
         print(f'\n> {DEMO_PROMPT}\n{generate(model, tok, DEMO_PROMPT, max_tokens=24)}\n(trained answer: {want})')
 
-# %% ../nbs/10_cli.ipynb #201ffdac
+# %% ../nbs/10_cli.ipynb #4003f5bb
 @dataclass
 class GenerateArgs:
     "What to generate."
@@ -194,7 +191,7 @@ def generate_cmd(argv=None):
     model, tok = load(a.model or tiny_model_path(), a.adapter_path)
     print(generate(model, tok, a.prompt, a.max_tokens, a.temp, a.system, a.chat_template, a.seed))
 
-# %% ../nbs/10_cli.ipynb #faed388a
+# %% ../nbs/10_cli.ipynb #5fdb6670
 @dataclass
 class FuseArgs:
     "What to fuse, and where to."
@@ -217,7 +214,7 @@ def fuse_cmd(argv=None):
     print(fuse(model, a.requantize, mx.array([p[:n] for p in probe])))
     print(f'fused model saved to {save_fused(model, tok, a.save_path, config)}')
 
-# %% ../nbs/10_cli.ipynb #b91b3314
+# %% ../nbs/10_cli.ipynb #5b02de68
 COMMANDS = {'lora': lora, 'generate': generate_cmd, 'fuse': fuse_cmd}
 
 def main(argv=None):

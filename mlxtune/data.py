@@ -9,14 +9,14 @@ __all__ = ['ROLES', 'DataArgs', 'read_records', 'record_format', 'hf_tokenizer',
            'show_trained', 'completion_sample', 'text_sample', 'TokenizedDataset', 'load_split', 'load_datasets',
            'batch_order', 'Batch', 'make_batch', 'iterate_batches', 'padding_fraction']
 
-# %% ../nbs/00_data.ipynb #b3bbd12b
+# %% ../nbs/00_data.ipynb #496c83e9
 import json, math, warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, Literal
 import numpy as np
 
-# %% ../nbs/00_data.ipynb #df94bad4
+# %% ../nbs/00_data.ipynb #6afd6439
 @dataclass
 class DataArgs:
     "Where the data is and how to read it."
@@ -40,7 +40,7 @@ class DataArgs:
         if not isinstance(self.max_seq_length, int) or self.max_seq_length < 2:
             raise ValueError(f"max_seq_length={self.max_seq_length!r}: must be an integer >= 2")
 
-# %% ../nbs/00_data.ipynb #63920ca2
+# %% ../nbs/00_data.ipynb #95121b5b
 def _read_jsonl(path:Path)->list[tuple[dict, str]]:
     "Records of a JSON-lines file with their `file:line`; blank lines are skipped, anything else must be a JSON object."
     out = []
@@ -100,7 +100,7 @@ def read_records(source, # See `DataArgs.data`
         raise
     return _from_hf(ds, f'dataset {source!r} split {split!r}')
 
-# %% ../nbs/00_data.ipynb #589f419e
+# %% ../nbs/00_data.ipynb #2faa139c
 ROLES = ('system', 'developer', 'user', 'assistant', 'tool', 'ipython', 'function')
 
 def record_format(rec:dict, where:str, args:DataArgs)->str:
@@ -144,7 +144,7 @@ def _check_messages(rec, where, args):
     tools = rec.get(args.tools_field)
     if tools is not None and not isinstance(tools, list): raise ValueError(f'{where}: {args.tools_field!r} must be a list')
 
-# %% ../nbs/00_data.ipynb #c6510ff2
+# %% ../nbs/00_data.ipynb #39174f90
 def hf_tokenizer(tokenizer):
     "The Hugging Face tokenizer inside an mlx-lm `TokenizerWrapper` (or `tokenizer` itself)."
     from mlx_lm.tokenizer_utils import TokenizerWrapper
@@ -236,7 +236,7 @@ def _skip_prompt(msgs, i, full, cursor):
     p = full.find(c, cursor) if c else -1
     return p + len(c) if p >= 0 else cursor
 
-# %% ../nbs/00_data.ipynb #018f30ae
+# %% ../nbs/00_data.ipynb #d32136e3
 def trained_spans(ids:list[int], trained:list[bool], tokenizer)->list[str]:
     "The decoded text of every run of consecutive trained tokens."
     hf, out, run = hf_tokenizer(tokenizer), [], []
@@ -254,7 +254,7 @@ def show_trained(ids:list[int], trained:list[bool], tokenizer)->str:
         cur[1].append(t)
     return ''.join(f'[{hf.decode(r)}]' if m else hf.decode(r) for m, r in runs)
 
-# %% ../nbs/00_data.ipynb #a9945135
+# %% ../nbs/00_data.ipynb #427db1e4
 def completion_sample(prompt:str, completion:str, tokenizer, train_on:str='responses', where:str='record'):
     "A prompt/completion pair: through the chat template (user, assistant) when the tokenizer has one, else as plain text."
     hf = hf_tokenizer(tokenizer)
@@ -270,7 +270,7 @@ def text_sample(text:str, tokenizer)->tuple[list[int], list[bool]]:
     return _tokens_with_ranges(hf_tokenizer(tokenizer), text, [(0, len(text), True)], add_special=True,
                                eos=min(eos_ids(tokenizer)))
 
-# %% ../nbs/00_data.ipynb #a2c84add
+# %% ../nbs/00_data.ipynb #64d26326
 class TokenizedDataset:
     "One tokenised split: `ids[i]`, `trained[i]` (per token) and `where[i]` for every sample."
     def __init__(self, ids, trained, where, fmt, n_truncated=0, untrained=(), dropped=(), name='train'):
@@ -311,7 +311,7 @@ class TokenizedDataset:
         ax.set_title(f'{self.name}: {len(self)} samples')
         return ax
 
-# %% ../nbs/00_data.ipynb #ca0aa0dd
+# %% ../nbs/00_data.ipynb #626af013
 def load_split(source, tokenizer, args:DataArgs, split:str='train')->TokenizedDataset|None:
     "Read, check and tokenise one split of `source` (None if the split does not exist)."
     recs = read_records(source, split, args.hf_config)
@@ -349,7 +349,7 @@ def load_datasets(tokenizer, args:DataArgs, splits=('train', 'valid', 'test'))->
     names = {'train': args.train_split, 'valid': args.valid_split, 'test': args.test_split}
     return {s: load_split(args.data, tokenizer, args, names[s]) for s in splits}
 
-# %% ../nbs/00_data.ipynb #24ab14a0
+# %% ../nbs/00_data.ipynb #d4120ac5
 def batch_order(lengths, # Token length of every sample
                 batch_size:int, # Samples per batch
                 seed:int=0, # Seed of the shuffles

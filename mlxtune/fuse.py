@@ -7,7 +7,7 @@ Docs: https://example.github.io/mlxtune/fuse.html.md"""
 # %% auto #0
 __all__ = ['FuseReport', 'fuse', 'save_fused']
 
-# %% ../nbs/12_fuse.ipynb #6621ece7
+# %% ../nbs/12_fuse.ipynb #2a99962e
 import json, shutil, warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +16,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 from .lora import ADAPTERS, QUANTIZED, base_of, merged_layer, unwrap, dequantized_weight
 
-# %% ../nbs/12_fuse.ipynb #0876a24a
+# %% ../nbs/12_fuse.ipynb #3daf4c92
 @dataclass
 class FuseReport:
     "What `fuse` did: how many layers, whether it re-quantized, and how much of the adapters survived."
@@ -73,7 +73,7 @@ def fuse(model, # A model with adapters
                           '(the default) or quantize it with more bits', stacklevel=2)
     return rep
 
-# %% ../nbs/12_fuse.ipynb #7c738c32
+# %% ../nbs/12_fuse.ipynb #62096b22
 def save_fused(model, tokenizer, path, config:dict)->Path:
     "Write the model as a Hugging Face-format directory (weights, config, tokenizer) that mlx-lm loads, and transformers too when unquantized."
     from mlx_lm.utils import save_model, save_config

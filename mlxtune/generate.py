@@ -7,7 +7,7 @@ Docs: https://example.github.io/mlxtune/generate.html.md"""
 # %% auto #0
 __all__ = ['generate']
 
-# %% ../nbs/09_generate.ipynb #a0d5beaa
+# %% ../nbs/09_generate.ipynb #a5c38fc3
 def generate(model, tokenizer, # A model (with or without adapters) and its mlx-lm tokenizer
              prompt:str, # The user's message (or raw text with `chat=False`)
              max_tokens:int=100, # Most tokens to generate

@@ -7,11 +7,11 @@ Docs: https://example.github.io/mlxtune/losses.html.md"""
 # %% auto #0
 __all__ = ['cross_entropy_loss', 'output_head', 'check_chunkable', 'chunked_cross_entropy_loss']
 
-# %% ../nbs/04_losses.ipynb #5c029166
+# %% ../nbs/04_losses.ipynb #8726800a
 import mlx.core as mx
 import mlx.nn as nn
 
-# %% ../nbs/04_losses.ipynb #91936943
+# %% ../nbs/04_losses.ipynb #ac59cf83
 def cross_entropy_loss(model, inputs, targets, mask):
     "Mean cross-entropy over the tokens where `mask` is 1, and their count."
     logits = model(inputs)
@@ -19,7 +19,7 @@ def cross_entropy_loss(model, inputs, targets, mask):
     n = mask.sum()
     return (ce * mask).sum() / mx.maximum(n, 1), n
 
-# %% ../nbs/04_losses.ipynb #e195eb4e
+# %% ../nbs/04_losses.ipynb #d78fd695
 def output_head(model):
     "The module that maps hidden states to logits: `lm_head`, or the embedding used as a linear layer when tied."
     if 'lm_head' in model: return model.lm_head, model.lm_head

@@ -7,12 +7,12 @@ Docs: https://example.github.io/mlxtune/optim.html.md"""
 # %% auto #0
 __all__ = ['SCHEDULES', 'OPTIMIZERS', 'lr_schedule', 'make_optimizer']
 
-# %% ../nbs/05_optim.ipynb #43173e54
+# %% ../nbs/05_optim.ipynb #1f64e6cd
 import math
 import mlx.core as mx
 import mlx.optimizers as optim
 
-# %% ../nbs/05_optim.ipynb #af53d47e
+# %% ../nbs/05_optim.ipynb #ca3b4217
 SCHEDULES = ('constant', 'linear', 'cosine')
 OPTIMIZERS = ('adam', 'adamw', 'sgd', 'adafactor', 'muon')
 

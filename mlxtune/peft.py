@@ -7,7 +7,7 @@ Docs: https://example.github.io/mlxtune/peft.html.md"""
 # %% auto #0
 __all__ = ['PREFIX', 'export_peft', 'import_peft']
 
-# %% ../nbs/13_peft.ipynb #0dbd7f13
+# %% ../nbs/13_peft.ipynb #064a2a9c
 import json, math, os
 from pathlib import Path
 import numpy as np
@@ -17,7 +17,7 @@ from .lora import (ADAPTERS, LoRALinear, DoRALinear, LoRAEmbedding, DoRAEmbeddin
                           apply_lora, adapter_state)
 from .checkpoints import restore_into
 
-# %% ../nbs/13_peft.ipynb #22a462b1
+# %% ../nbs/13_peft.ipynb #696bac03
 PREFIX = 'base_model.model.'
 
 def _tied(model)->bool:
@@ -64,7 +64,7 @@ def export_peft(model, # A model with LoRA/DoRA adapters
     (path/'adapter_config.json').write_text(json.dumps(config, indent=2))
     return path
 
-# %% ../nbs/13_peft.ipynb #bce7e6e3
+# %% ../nbs/13_peft.ipynb #8ec827c4
 def import_peft(model, path)->dict:
     "Put the PEFT LoRA/rsLoRA/DoRA adapters in `path` onto `model`; the adapter config in mlxtune's (mlx-lm's) format."
     path = Path(path)

@@ -8,13 +8,13 @@ Docs: https://example.github.io/mlxtune/tiny.html.md"""
 __all__ = ['CORPUS', 'CHAT_TEMPLATES', 'SPECIAL_TOKENS', 'TINY_CONFIG', 'build_tiny_tokenizer', 'tiny_chat_data',
            'build_tiny_model']
 
-# %% ../nbs/01_tiny.ipynb #6c3cd852
+# %% ../nbs/01_tiny.ipynb #28606ecd
 import json, random, hashlib
 from pathlib import Path
 import mlx.core as mx
 from mlx.utils import tree_flatten
 
-# %% ../nbs/01_tiny.ipynb #a0d62ed1
+# %% ../nbs/01_tiny.ipynb #cdc07a6c
 CORPUS = """\
 Fine-tuning adapts a pretrained language model to a new task with a small amount of data.
 Low-rank adapters add two thin matrices beside a frozen weight; only those matrices are trained.
@@ -30,7 +30,7 @@ You are a helpful assistant. What is it? It is a small model. Hello! How are you
 Please answer briefly. Sure. Yes. No. Maybe. The answer is: done.
 """
 
-# %% ../nbs/01_tiny.ipynb #b08d7cd4
+# %% ../nbs/01_tiny.ipynb #6902e39a
 CHAT_TEMPLATES = {
     'chatml': (
         "{% for m in messages %}"
@@ -50,7 +50,7 @@ SPECIAL_TOKENS = {
                    extra=['<|start_header_id|>', '<|end_header_id|>', '<|end_of_text|>']),
 }
 
-# %% ../nbs/01_tiny.ipynb #aa205840
+# %% ../nbs/01_tiny.ipynb #3202f4e0
 def build_tiny_tokenizer(template:str='chatml', # Chat template style: 'chatml' or 'llama3'
                          vocab_size:int=512, # Size of the BPE vocabulary, special tokens included
                          chat_template:str|None=None, # A Jinja chat template to use instead of the built-in style
@@ -77,7 +77,7 @@ def build_tiny_tokenizer(template:str='chatml', # Chat template style: 'chatml' 
     hf.chat_template = chat_template or CHAT_TEMPLATES[template]
     return hf
 
-# %% ../nbs/01_tiny.ipynb #4182e0f9
+# %% ../nbs/01_tiny.ipynb #024c456c
 _COLOURS = [('sky', 'blue'), ('grass', 'green'), ('snow', 'white'), ('coal', 'black'), ('sun', 'yellow'),
             ('rose', 'red')]
 _NUMBERS = ['zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven', 'eight', 'nine', 'ten']
@@ -105,7 +105,7 @@ def tiny_chat_data(n:int=48, # Number of conversations
     rng.shuffle(out)
     return out
 
-# %% ../nbs/01_tiny.ipynb #776f5629
+# %% ../nbs/01_tiny.ipynb #60a74c3d
 TINY_CONFIG = dict(model_type='llama', hidden_size=64, num_hidden_layers=2, intermediate_size=128,
                    num_attention_heads=4, num_key_value_heads=2, rms_norm_eps=1e-5, rope_theta=10000.0,
                    max_position_embeddings=2048, tie_word_embeddings=True, architectures=['LlamaForCausalLM'],

@@ -7,7 +7,7 @@ Docs: https://example.github.io/mlxtune/trainer.html.md"""
 # %% auto #0
 __all__ = ['RUN_DEFINING', 'TrainingArgs', 'History', 'TrainerState', 'NonFiniteLoss', 'evaluate', 'grad_checkpointing', 'train']
 
-# %% ../nbs/08_trainer.ipynb #44f77eeb
+# %% ../nbs/08_trainer.ipynb #55b588c7
 import math, time, json
 from dataclasses import dataclass, field, asdict, fields
 from functools import partial
@@ -26,7 +26,7 @@ from .optim import lr_schedule, make_optimizer, SCHEDULES, OPTIMIZERS
 from .callbacks import Callback, PrintLogger, ProgressBar, WandbLogger
 from . import checkpoints as ckpt
 
-# %% ../nbs/08_trainer.ipynb #cf752f1a
+# %% ../nbs/08_trainer.ipynb #6bc36b4a
 RUN_DEFINING = ('batch_size', 'grad_accumulation_steps', 'iters', 'epochs', 'learning_rate', 'lr_schedule', 'warmup_steps',
                 'min_learning_rate', 'optimizer', 'weight_decay', 'momentum', 'max_grad_norm', 'steps_per_eval', 'val_batches', 'seed')
 
@@ -78,7 +78,7 @@ class TrainingArgs:
         if self.report_to not in (None, 'wandb'): raise ValueError(f"report_to={self.report_to!r}: only 'wandb' (or none)")
         if self.keep_best and self.early_stopping_patience < 0: raise ValueError('early_stopping_patience must be >= 0')
 
-# %% ../nbs/08_trainer.ipynb #96048c11
+# %% ../nbs/08_trainer.ipynb #65712809
 @dataclass
 class History:
     "Losses recorded by `train`: `train` and `val` are lists of dicts with at least `step` and `loss`."
@@ -115,7 +115,7 @@ class TrainerState:
 class NonFiniteLoss(RuntimeError):
     "Training produced a NaN or infinite loss."
 
-# %% ../nbs/08_trainer.ipynb #e3cd340d
+# %% ../nbs/08_trainer.ipynb #41867ea9
 def evaluate(model, ds:TokenizedDataset, batch_size:int=4, num_batches:int=-1, loss_fn:Callable=cross_entropy_loss)->float:
     "Token-weighted mean loss over the first `num_batches` batches of `ds` in its own order (-1: all)."
     order = batch_order(ds.lengths, batch_size, shuffle=False)
@@ -128,7 +128,7 @@ def evaluate(model, ds:TokenizedDataset, batch_size:int=4, num_batches:int=-1, l
         total += loss.item() * n.item(); ntok += n.item()
     return total / max(ntok, 1)
 
-# %% ../nbs/08_trainer.ipynb #7050f656
+# %% ../nbs/08_trainer.ipynb #df8e2d1e
 _CKPT_CLASSES = {}
 def _checkpointed(cls):
     if cls not in _CKPT_CLASSES:
@@ -151,7 +151,7 @@ class grad_checkpointing:
     def __exit__(self, *exc):
         for b, c in zip(self.blocks, self.saved): b.__class__ = c
 
-# %% ../nbs/08_trainer.ipynb #d823dbf5
+# %% ../nbs/08_trainer.ipynb #22f58e7b
 def _all_sum(grads, loss_sum:float, n_sum:int):
     "Sum gradients (a tree), loss and token count over all workers with one `all_sum`."
     from mlx.utils import tree_unflatten
@@ -164,7 +164,7 @@ def _all_sum(grads, loss_sum:float, n_sum:int):
     mx.eval(vec)
     return tree_unflatten(out), vec[i].item(), int(vec[i + 1].item())
 
-# %% ../nbs/08_trainer.ipynb #c500b9bc
+# %% ../nbs/08_trainer.ipynb #82e908df
 def _total_steps(args, ds, world):
     per_epoch = math.ceil(math.ceil(len(ds) / args.batch_size) / args.grad_accumulation_steps)
     if args.epochs is not None: return args.epochs * per_epoch
@@ -320,7 +320,7 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
     model.eval()
     return st.history
 
-# %% ../nbs/08_trainer.ipynb #c7996d10
+# %% ../nbs/08_trainer.ipynb #b64b9252
 def _state_dict(st:TrainerState, fp:dict)->dict:
     "The JSON part of a checkpoint."
     return {'step': st.step, 'epoch': st.epoch, 'batch': st.batch, 'rng': ckpt.rng_key(),
