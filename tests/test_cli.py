@@ -114,3 +114,11 @@ def test_fuse_then_generate_from_the_fused_model(demo):
     peer = run([sys.executable, '-m', 'mlx_lm', 'generate', '--model', 'fused', '--prompt', 'What colour is the sky?',
                 '--max-tokens', '12', '--temp', '0'], d)
     assert 'The sky is blue.' in peer.stdout, peer.stdout
+
+def test_mlx_lm_fuse_reads_our_adapters(demo):
+    "mlx-lm's own fuse (the peer) takes our adapter directory unchanged; its fused model answers as ours does."
+    d, _ = demo
+    run([sys.executable, '-m', 'mlx_lm', 'fuse', '--model', str(d/'cache'/'tiny-llama-chatml'), '--adapter-path', 'adapters',
+         '--save-path', 'peer_fused'], d)
+    p = run(['mlxtune', 'generate', '--model', 'peer_fused', '--prompt', 'What colour is the sky?', '--max-tokens', '12'], d)
+    assert p.stdout.strip() == 'The sky is blue.', p.stdout
