@@ -8,17 +8,18 @@ Docs: https://example.github.io/mlxtune/lora.html.md"""
 __all__ = ['QUANTIZED', 'ADAPTERS', 'FINE_TUNE_TYPES', 'dequantized_weight', 'weight_shape', 'LoRALinear', 'DoRALinear',
            'LoRAEmbedding', 'DoRAEmbedding', 'LoRASwitchLinear', 'adapter_for', 'base_of', 'LoraArgs', 'chosen_blocks',
            'target_paths', 'pissa_init', 'adapter_state', 'restore_adapter_state', 'apply_lora', 'merged_layer',
-           'unwrap', 'merge', 'TrainableSummary', 'trainable_summary']
+           'unwrap', 'adapters_off', 'merge', 'TrainableSummary', 'trainable_summary']
 
-# %% ../nbs/02_lora.ipynb #c8a492e5
+# %% ../nbs/02_lora.ipynb #7b6f446d
 import math, re
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 from mlx_lm.models.switch_layers import SwitchLinear, QuantizedSwitchLinear
 
-# %% ../nbs/02_lora.ipynb #9532e101
+# %% ../nbs/02_lora.ipynb #93d012d5
 QUANTIZED = (nn.QuantizedLinear, nn.QuantizedEmbedding, QuantizedSwitchLinear)
 
 def dequantized_weight(layer)->mx.array:
@@ -32,7 +33,7 @@ def weight_shape(layer)->tuple:
     s = tuple(layer.weight.shape)
     return s[:-1] + (s[-1] * 32 // layer.bits,) if isinstance(layer, QUANTIZED) else s
 
-# %% ../nbs/02_lora.ipynb #f6bfb974
+# %% ../nbs/02_lora.ipynb #82929aaf
 class LoRALinear(nn.Module):
     "A frozen linear layer plus a trainable low-rank update `scale * (x @ lora_a) @ lora_b`."
     def __init__(self, linear:nn.Module, r:int=8, scale:float=2.0, dropout:float=0.0):
@@ -79,7 +80,7 @@ class DoRALinear(LoRALinear):
         out = (self.m / mx.stop_gradient(self.adapted_norm())).astype(x.dtype) * out
         return out + bias if bias is not None else out
 
-# %% ../nbs/02_lora.ipynb #95f85456
+# %% ../nbs/02_lora.ipynb #bd40f094
 class LoRAEmbedding(nn.Module):
     "A frozen embedding plus a trainable low-rank update; `as_linear` applies the adapted matrix as an output head."
     def __init__(self, embedding:nn.Module, r:int=8, scale:float=2.0, dropout:float=0.0):
@@ -121,7 +122,7 @@ class DoRAEmbedding(LoRAEmbedding):
         out = self.embedding.as_linear(x) + (self.scale * ((self.dropout(x) @ self.lora_b.T) @ self.lora_a.T)).astype(x.dtype)
         return (self.m / denom).astype(x.dtype) * out
 
-# %% ../nbs/02_lora.ipynb #25915c70
+# %% ../nbs/02_lora.ipynb #c919b2de
 class LoRASwitchLinear(nn.Module):
     "A frozen `SwitchLinear` (or quantized) plus one low-rank update per expert."
     def __init__(self, linear:nn.Module, r:int=8, scale:float=2.0, dropout:float=0.0):
@@ -158,7 +159,7 @@ def base_of(layer):
     "The base layer inside an adapter (or the layer itself)."
     return getattr(layer, 'linear', None) or getattr(layer, 'embedding', None) if isinstance(layer, ADAPTERS) else layer
 
-# %% ../nbs/02_lora.ipynb #d8c82cc8
+# %% ../nbs/02_lora.ipynb #04aefc82
 FINE_TUNE_TYPES = ('lora', 'dora', 'full')
 
 @dataclass
@@ -239,7 +240,7 @@ def target_paths(model, args:LoraArgs)->list[str]:
         raise ValueError(f'target_modules {args.target_modules!r} match no layer; the layers are: {names}')
     return sorted(out)
 
-# %% ../nbs/02_lora.ipynb #7b057d07
+# %% ../nbs/02_lora.ipynb #f612f447
 def pissa_init(layer:LoRALinear):
     "Set `layer`'s adapters from its base weight's top singular vectors, and leave the residual in the base."
     if type(layer) is not LoRALinear: raise ValueError(f"init='pissa' needs a LoRA linear layer, not {type(layer).__name__}")
@@ -283,7 +284,7 @@ def restore_adapter_state(model, saved:dict, what:str):
             saved[f'{k}.lora_a'], saved[f'{k}.lora_b'] = a[:, :r], b[:r]
     model.update(restore_into(model.trainable_parameters(), saved, what))
 
-# %% ../nbs/02_lora.ipynb #0a1bde51
+# %% ../nbs/02_lora.ipynb #81d4e9aa
 def apply_lora(model, args:LoraArgs=None)->dict:
     "Freeze `model` and adapt the targeted layers (replacing adapters already there); the adapter config (mlx-lm's format)."
     args = args or LoraArgs()
@@ -311,7 +312,7 @@ def apply_lora(model, args:LoraArgs=None)->dict:
             'peft': {'r': args.r, 'lora_alpha': args.lora_alpha, 'use_rslora': args.use_rslora, 'use_dora': args.use_dora,
                      'target_modules': args.target_modules, 'init': args.init}}
 
-# %% ../nbs/02_lora.ipynb #ca4ac56b
+# %% ../nbs/02_lora.ipynb #fe82f4b2
 def merged_layer(layer):
     "A plain layer whose weight is the base weight plus the adapter's update (quantized bases come back dequantized)."
     base = base_of(layer)
@@ -352,11 +353,20 @@ def unwrap(model)->int:
     "Remove every adapter, giving back the base layers unchanged (PiSSA layers: the original weight); how many were removed."
     return _replace_adapters(model, _original_base)
 
+@contextmanager
+def adapters_off(model):
+    "Inside the `with`, the model runs without its adapters (as the base model); they are put back after."
+    found = [(k, m) for k, m in model.named_modules() if isinstance(m, ADAPTERS)]
+    if found: model.update_modules(tree_unflatten([(k, _original_base(m)) for k, m in found]))
+    try: yield model
+    finally:
+        if found: model.update_modules(tree_unflatten(found))
+
 def merge(model)->int:
     "Fold every adapter into its layer's weight (plain, unquantized layers); how many were merged."
     return _replace_adapters(model, merged_layer)
 
-# %% ../nbs/02_lora.ipynb #9852c2f6
+# %% ../nbs/02_lora.ipynb #f7d0ea42
 class TrainableSummary:
     "Trainable and total parameters, with the adapters' settings; one line as text, a table in a notebook."
     def __init__(self, model, args:LoraArgs|None=None):

@@ -7,7 +7,7 @@ Docs: https://example.github.io/mlxtune/trainer.html.md"""
 # %% auto #0
 __all__ = ['RUN_DEFINING', 'TrainingArgs', 'History', 'TrainerState', 'NonFiniteLoss', 'evaluate', 'grad_checkpointing', 'train']
 
-# %% ../nbs/08_trainer.ipynb #55b588c7
+# %% ../nbs/08_trainer.ipynb #c9028ac8
 import math, time, json
 from dataclasses import dataclass, field, asdict, fields
 from functools import partial
@@ -26,7 +26,7 @@ from .optim import lr_schedule, make_optimizer, SCHEDULES, OPTIMIZERS
 from .callbacks import Callback, PrintLogger, ProgressBar, WandbLogger
 from . import checkpoints as ckpt
 
-# %% ../nbs/08_trainer.ipynb #6bc36b4a
+# %% ../nbs/08_trainer.ipynb #5599b8bc
 RUN_DEFINING = ('batch_size', 'grad_accumulation_steps', 'iters', 'epochs', 'learning_rate', 'lr_schedule', 'warmup_steps',
                 'min_learning_rate', 'optimizer', 'weight_decay', 'momentum', 'max_grad_norm', 'steps_per_eval', 'val_batches', 'seed')
 
@@ -78,7 +78,7 @@ class TrainingArgs:
         if self.report_to not in (None, 'wandb'): raise ValueError(f"report_to={self.report_to!r}: only 'wandb' (or none)")
         if self.keep_best and self.early_stopping_patience < 0: raise ValueError('early_stopping_patience must be >= 0')
 
-# %% ../nbs/08_trainer.ipynb #65712809
+# %% ../nbs/08_trainer.ipynb #54f7c8ff
 @dataclass
 class History:
     "Losses recorded by `train`: `train` and `val` are lists of dicts with at least `step` and `loss`."
@@ -93,6 +93,21 @@ class History:
         if self.val: ax.plot([r['step'] for r in self.val], [r['loss'] for r in self.val], 'o-', label='validation')
         ax.set_xlabel('step'); ax.set_ylabel('loss'); ax.legend()
         return ax
+
+    def _repr_html_(self):
+        "In a notebook: the loss plot beside a table of the reports (the last 12)."
+        import base64, io, matplotlib.pyplot as plt
+        val = {r['step']: r['loss'] for r in self.val}
+        def row(r):
+            v = f"{val[r['step']]:.4f}" if r['step'] in val else ''
+            return (f"<tr><td>{r['step']}</td><td>{r['loss']:.4f}</td><td>{v}</td><td>{r.get('learning_rate', 0):.2e}</td>"
+                    f"<td>{r.get('tokens_per_s', 0):,.0f}</td></tr>")
+        rows = ''.join(row(r) for r in self.train[-12:])
+        ax = self.plot(); buf = io.BytesIO(); ax.figure.savefig(buf, format='png', dpi=80, bbox_inches='tight'); plt.close(ax.figure)
+        img = base64.b64encode(buf.getvalue()).decode()
+        table = ('<table><thead><tr><th>step</th><th>train loss</th><th>validation loss</th><th>learning rate</th>'
+                 f'<th>trained tok/s</th></tr></thead><tbody>{rows}</tbody></table>')
+        return f'<div style="display:flex;gap:1em;align-items:flex-start"><img src="data:image/png;base64,{img}"/>{table}</div>'
 
 @dataclass
 class TrainerState:
@@ -110,12 +125,13 @@ class TrainerState:
     window_loss: float = 0.0  # summed token loss since the last report
     window_tokens: int = 0
     should_stop: bool = False
+    save_requested: bool = False   # a checkpoint at the end of this step (e.g. a notebook's Save button)
     stop_reason: str = ''
 
 class NonFiniteLoss(RuntimeError):
     "Training produced a NaN or infinite loss."
 
-# %% ../nbs/08_trainer.ipynb #41867ea9
+# %% ../nbs/08_trainer.ipynb #9fe6b6e3
 def evaluate(model, ds:TokenizedDataset, batch_size:int=4, num_batches:int=-1, loss_fn:Callable=cross_entropy_loss)->float:
     "Token-weighted mean loss over the first `num_batches` batches of `ds` in its own order (-1: all)."
     order = batch_order(ds.lengths, batch_size, shuffle=False)
@@ -128,7 +144,7 @@ def evaluate(model, ds:TokenizedDataset, batch_size:int=4, num_batches:int=-1, l
         total += loss.item() * n.item(); ntok += n.item()
     return total / max(ntok, 1)
 
-# %% ../nbs/08_trainer.ipynb #df8e2d1e
+# %% ../nbs/08_trainer.ipynb #e04833b4
 _CKPT_CLASSES = {}
 def _checkpointed(cls):
     if cls not in _CKPT_CLASSES:
@@ -151,7 +167,7 @@ class grad_checkpointing:
     def __exit__(self, *exc):
         for b, c in zip(self.blocks, self.saved): b.__class__ = c
 
-# %% ../nbs/08_trainer.ipynb #22f58e7b
+# %% ../nbs/08_trainer.ipynb #fc5e1c86
 def _all_sum(grads, loss_sum:float, n_sum:int):
     "Sum gradients (a tree), loss and token count over all workers with one `all_sum`."
     from mlx.utils import tree_unflatten
@@ -164,7 +180,7 @@ def _all_sum(grads, loss_sum:float, n_sum:int):
     mx.eval(vec)
     return tree_unflatten(out), vec[i].item(), int(vec[i + 1].item())
 
-# %% ../nbs/08_trainer.ipynb #82e908df
+# %% ../nbs/08_trainer.ipynb #04a8e388
 def _total_steps(args, ds, world):
     per_epoch = math.ceil(math.ceil(len(ds) / args.batch_size) / args.grad_accumulation_steps)
     if args.epochs is not None: return args.epochs * per_epoch
@@ -308,7 +324,8 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
                 st.window_loss, st.window_tokens, t0 = 0.0, 0, time.perf_counter()
             improved_before = st.best_step
             if st.step % args.steps_per_eval == 0 or st.step == total: validate()
-            if st.step % args.save_every == 0 or st.step == total or st.should_stop or st.best_step != improved_before: save()
+            if st.step % args.save_every == 0 or st.step == total or st.should_stop or st.save_requested or st.best_step != improved_before:
+                save(); st.save_requested = False
     if main and adapter_config is not None:
         if args.keep_best and st.best_step >= 0:
             best = ckpt.load_checkpoint(run_dir/f'checkpoint-{st.best_step}')
@@ -320,7 +337,7 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
     model.eval()
     return st.history
 
-# %% ../nbs/08_trainer.ipynb #b64b9252
+# %% ../nbs/08_trainer.ipynb #ae292ddf
 def _state_dict(st:TrainerState, fp:dict)->dict:
     "The JSON part of a checkpoint."
     return {'step': st.step, 'epoch': st.epoch, 'batch': st.batch, 'rng': ckpt.rng_key(),
