@@ -8,11 +8,11 @@ Docs: https://example.github.io/mlxtune/widgets.html.md"""
 __all__ = ['in_notebook', 'history_figure', 'LivePlot', 'TrainingControls', 'BackgroundRun', 'train_in_background',
            'GenerationTable', 'compare_generations', 'train_panel', 'start_run']
 
-# %% ../nbs/14_widgets.ipynb #d97e1a57
+# %% ../nbs/14_widgets.ipynb #16ea0e82
 import base64, io, html
 from .callbacks import Callback
 
-# %% ../nbs/14_widgets.ipynb #792b915d
+# %% ../nbs/14_widgets.ipynb #d95d61bd
 def in_notebook()->bool:
     "True inside a Jupyter kernel (where widgets can be shown)."
     try:
@@ -36,7 +36,7 @@ def history_figure(history, figsize=(9, 3)):
     fig.tight_layout()
     return fig
 
-# %% ../nbs/14_widgets.ipynb #03c51953
+# %% ../nbs/14_widgets.ipynb #843a7489
 class LivePlot(Callback):
     "Redraw the training curves in the cell output during `train`; leave a static figure at the end."
     def __init__(self): self.out, self.draws = None, 0
@@ -62,7 +62,7 @@ class LivePlot(Callback):
         self.out.close()
         fig = history_figure(state.history); display(fig); plt.close(fig)
 
-# %% ../nbs/14_widgets.ipynb #27d890d4
+# %% ../nbs/14_widgets.ipynb #6317bc2b
 class TrainingControls(Callback):
     "Step and loss, with Stop and Save-now buttons, for a run in a notebook."
     def __init__(self):
@@ -103,7 +103,7 @@ class TrainingControls(Callback):
         self.status.value = f'finished at step {state.step}' + (f' ({state.stop_reason})' if state.stop_reason else '')
         self.stop_button.disabled = self.save_button.disabled = True
 
-# %% ../nbs/14_widgets.ipynb #3e4a7e92
+# %% ../nbs/14_widgets.ipynb #a08fc8be
 class BackgroundRun:
     "A `train()` running in a thread: `done`, `history` (when finished), `error`, `join()`."
     def __init__(self, target):
@@ -133,7 +133,7 @@ def train_in_background(*args, **kwargs)->BackgroundRun:
     if model is not None: mx.eval(model.parameters())   # nothing lazy left on this thread's stream
     return BackgroundRun(lambda: train(*args, **kwargs))
 
-# %% ../nbs/14_widgets.ipynb #26264059
+# %% ../nbs/14_widgets.ipynb #ab8d8af7
 class GenerationTable:
     "Prompts with the base model's and the fine-tuned model's answers; a table in a notebook."
     def __init__(self, rows): self.rows = rows
@@ -151,7 +151,7 @@ def compare_generations(model, tokenizer, prompts:list[str], max_tokens:int=40, 
     with adapters_off(model): before = [generate(model, tokenizer, p, max_tokens, **kw) for p in prompts]
     return GenerationTable(list(zip(prompts, before, after)))
 
-# %% ../nbs/14_widgets.ipynb #51ee310c
+# %% ../nbs/14_widgets.ipynb #4f10ba90
 def train_panel(**defaults):
     "A form for the main settings (model, data, rank, alpha, learning rate, steps) and a Start button; errors show in the panel."
     import ipywidgets as W
