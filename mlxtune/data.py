@@ -6,17 +6,17 @@ Docs: https://example.github.io/mlxtune/data.html.md"""
 
 # %% auto #0
 __all__ = ['ROLES', 'DataArgs', 'read_records', 'record_format', 'hf_tokenizer', 'eos_ids', 'chat_sample', 'trained_spans',
-           'show_trained', 'completion_sample', 'text_sample', 'TokenizedDataset', 'load_split', 'load_datasets',
-           'batch_order', 'Batch', 'make_batch', 'iterate_batches', 'padding_fraction']
+           'mask_html', 'show_trained', 'completion_sample', 'text_sample', 'TokenizedDataset', 'load_split',
+           'load_datasets', 'batch_order', 'Batch', 'make_batch', 'iterate_batches', 'padding_fraction']
 
-# %% ../nbs/00_data.ipynb #496c83e9
+# %% ../nbs/00_data.ipynb #d1ef2389
 import json, math, warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, Literal
 import numpy as np
 
-# %% ../nbs/00_data.ipynb #6afd6439
+# %% ../nbs/00_data.ipynb #28014f58
 @dataclass
 class DataArgs:
     "Where the data is and how to read it."
@@ -40,7 +40,7 @@ class DataArgs:
         if not isinstance(self.max_seq_length, int) or self.max_seq_length < 2:
             raise ValueError(f"max_seq_length={self.max_seq_length!r}: must be an integer >= 2")
 
-# %% ../nbs/00_data.ipynb #95121b5b
+# %% ../nbs/00_data.ipynb #6fdabc0c
 def _read_jsonl(path:Path)->list[tuple[dict, str]]:
     "Records of a JSON-lines file with their `file:line`; blank lines are skipped, anything else must be a JSON object."
     out = []
@@ -100,7 +100,7 @@ def read_records(source, # See `DataArgs.data`
         raise
     return _from_hf(ds, f'dataset {source!r} split {split!r}')
 
-# %% ../nbs/00_data.ipynb #2faa139c
+# %% ../nbs/00_data.ipynb #bebd8b32
 ROLES = ('system', 'developer', 'user', 'assistant', 'tool', 'ipython', 'function')
 
 def record_format(rec:dict, where:str, args:DataArgs)->str:
@@ -144,7 +144,7 @@ def _check_messages(rec, where, args):
     tools = rec.get(args.tools_field)
     if tools is not None and not isinstance(tools, list): raise ValueError(f'{where}: {args.tools_field!r} must be a list')
 
-# %% ../nbs/00_data.ipynb #39174f90
+# %% ../nbs/00_data.ipynb #fb2a4772
 def hf_tokenizer(tokenizer):
     "The Hugging Face tokenizer inside an mlx-lm `TokenizerWrapper` (or `tokenizer` itself)."
     from mlx_lm.tokenizer_utils import TokenizerWrapper
@@ -236,7 +236,7 @@ def _skip_prompt(msgs, i, full, cursor):
     p = full.find(c, cursor) if c else -1
     return p + len(c) if p >= 0 else cursor
 
-# %% ../nbs/00_data.ipynb #d32136e3
+# %% ../nbs/00_data.ipynb #5c6ddb0f
 def trained_spans(ids:list[int], trained:list[bool], tokenizer)->list[str]:
     "The decoded text of every run of consecutive trained tokens."
     hf, out, run = hf_tokenizer(tokenizer), [], []
@@ -244,6 +244,17 @@ def trained_spans(ids:list[int], trained:list[bool], tokenizer)->list[str]:
         if m: run.append(t)
         elif run: out.append(hf.decode(run)); run = []
     return out
+
+def mask_html(ds, i:int, tokenizer)->str:
+    "Sample `i` of a `TokenizedDataset` as HTML, its trained tokens on a green background."
+    import html
+    hf, runs, cur = hf_tokenizer(tokenizer), [], None
+    for t, m in zip(ds.ids[i], ds.trained[i]):
+        if cur is None or cur[0] != m: cur = [m, []]; runs.append(cur)
+        cur[1].append(t)
+    esc = lambda r: html.escape(hf.decode(r)).replace('\n', '&#x21b5;<br>')
+    body = ''.join(f'<span style="background:#bdf5bd">{esc(r)}</span>' if m else esc(r) for m, r in runs)
+    return f'<div style="font-family:monospace;white-space:pre-wrap;border:1px solid #ddd;padding:.5em">{body}</div>'
 
 def show_trained(ids:list[int], trained:list[bool], tokenizer)->str:
     "The decoded sample with trained text in `[...]`."
@@ -254,7 +265,7 @@ def show_trained(ids:list[int], trained:list[bool], tokenizer)->str:
         cur[1].append(t)
     return ''.join(f'[{hf.decode(r)}]' if m else hf.decode(r) for m, r in runs)
 
-# %% ../nbs/00_data.ipynb #427db1e4
+# %% ../nbs/00_data.ipynb #ff2612e1
 def completion_sample(prompt:str, completion:str, tokenizer, train_on:str='responses', where:str='record'):
     "A prompt/completion pair: through the chat template (user, assistant) when the tokenizer has one, else as plain text."
     hf = hf_tokenizer(tokenizer)
@@ -270,7 +281,7 @@ def text_sample(text:str, tokenizer)->tuple[list[int], list[bool]]:
     return _tokens_with_ranges(hf_tokenizer(tokenizer), text, [(0, len(text), True)], add_special=True,
                                eos=min(eos_ids(tokenizer)))
 
-# %% ../nbs/00_data.ipynb #64d26326
+# %% ../nbs/00_data.ipynb #4a4063bf
 class TokenizedDataset:
     "One tokenised split: `ids[i]`, `trained[i]` (per token) and `where[i]` for every sample."
     def __init__(self, ids, trained, where, fmt, n_truncated=0, untrained=(), dropped=(), name='train'):
@@ -311,7 +322,7 @@ class TokenizedDataset:
         ax.set_title(f'{self.name}: {len(self)} samples')
         return ax
 
-# %% ../nbs/00_data.ipynb #626af013
+# %% ../nbs/00_data.ipynb #9cb2cf84
 def load_split(source, tokenizer, args:DataArgs, split:str='train')->TokenizedDataset|None:
     "Read, check and tokenise one split of `source` (None if the split does not exist)."
     recs = read_records(source, split, args.hf_config)
@@ -349,7 +360,7 @@ def load_datasets(tokenizer, args:DataArgs, splits=('train', 'valid', 'test'))->
     names = {'train': args.train_split, 'valid': args.valid_split, 'test': args.test_split}
     return {s: load_split(args.data, tokenizer, args, names[s]) for s in splits}
 
-# %% ../nbs/00_data.ipynb #d4120ac5
+# %% ../nbs/00_data.ipynb #d34053b2
 def batch_order(lengths, # Token length of every sample
                 batch_size:int, # Samples per batch
                 seed:int=0, # Seed of the shuffles
