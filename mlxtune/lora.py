@@ -10,7 +10,7 @@ __all__ = ['QUANTIZED', 'ADAPTERS', 'FINE_TUNE_TYPES', 'dequantized_weight', 'we
            'target_paths', 'pissa_init', 'adapter_state', 'restore_adapter_state', 'apply_lora', 'merged_layer',
            'unwrap', 'adapters_off', 'merge', 'TrainableSummary', 'trainable_summary']
 
-# %% ../nbs/02_lora.ipynb #7b6f446d
+# %% ../nbs/02_lora.ipynb #e994de06
 import math, re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -19,7 +19,7 @@ import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 from mlx_lm.models.switch_layers import SwitchLinear, QuantizedSwitchLinear
 
-# %% ../nbs/02_lora.ipynb #93d012d5
+# %% ../nbs/02_lora.ipynb #e1072285
 QUANTIZED = (nn.QuantizedLinear, nn.QuantizedEmbedding, QuantizedSwitchLinear)
 
 def dequantized_weight(layer)->mx.array:
@@ -33,7 +33,7 @@ def weight_shape(layer)->tuple:
     s = tuple(layer.weight.shape)
     return s[:-1] + (s[-1] * 32 // layer.bits,) if isinstance(layer, QUANTIZED) else s
 
-# %% ../nbs/02_lora.ipynb #82929aaf
+# %% ../nbs/02_lora.ipynb #1a92d91b
 class LoRALinear(nn.Module):
     "A frozen linear layer plus a trainable low-rank update `scale * (x @ lora_a) @ lora_b`."
     def __init__(self, linear:nn.Module, r:int=8, scale:float=2.0, dropout:float=0.0):
@@ -80,7 +80,7 @@ class DoRALinear(LoRALinear):
         out = (self.m / mx.stop_gradient(self.adapted_norm())).astype(x.dtype) * out
         return out + bias if bias is not None else out
 
-# %% ../nbs/02_lora.ipynb #bd40f094
+# %% ../nbs/02_lora.ipynb #6ff09399
 class LoRAEmbedding(nn.Module):
     "A frozen embedding plus a trainable low-rank update; `as_linear` applies the adapted matrix as an output head."
     def __init__(self, embedding:nn.Module, r:int=8, scale:float=2.0, dropout:float=0.0):
@@ -122,7 +122,7 @@ class DoRAEmbedding(LoRAEmbedding):
         out = self.embedding.as_linear(x) + (self.scale * ((self.dropout(x) @ self.lora_b.T) @ self.lora_a.T)).astype(x.dtype)
         return (self.m / denom).astype(x.dtype) * out
 
-# %% ../nbs/02_lora.ipynb #c919b2de
+# %% ../nbs/02_lora.ipynb #19f11f45
 class LoRASwitchLinear(nn.Module):
     "A frozen `SwitchLinear` (or quantized) plus one low-rank update per expert."
     def __init__(self, linear:nn.Module, r:int=8, scale:float=2.0, dropout:float=0.0):
@@ -157,9 +157,10 @@ def adapter_for(layer, use_dora:bool=False):
 
 def base_of(layer):
     "The base layer inside an adapter (or the layer itself)."
-    return getattr(layer, 'linear', None) or getattr(layer, 'embedding', None) if isinstance(layer, ADAPTERS) else layer
+    if not isinstance(layer, ADAPTERS): return layer
+    return layer.embedding if isinstance(layer, LoRAEmbedding) else layer.linear
 
-# %% ../nbs/02_lora.ipynb #04aefc82
+# %% ../nbs/02_lora.ipynb #03bb43aa
 FINE_TUNE_TYPES = ('lora', 'dora', 'full')
 
 @dataclass
@@ -240,7 +241,7 @@ def target_paths(model, args:LoraArgs)->list[str]:
         raise ValueError(f'target_modules {args.target_modules!r} match no layer; the layers are: {names}')
     return sorted(out)
 
-# %% ../nbs/02_lora.ipynb #f612f447
+# %% ../nbs/02_lora.ipynb #33a6a7df
 def pissa_init(layer:LoRALinear):
     "Set `layer`'s adapters from its base weight's top singular vectors, and leave the residual in the base."
     if type(layer) is not LoRALinear: raise ValueError(f"init='pissa' needs a LoRA linear layer, not {type(layer).__name__}")
@@ -284,7 +285,7 @@ def restore_adapter_state(model, saved:dict, what:str):
             saved[f'{k}.lora_a'], saved[f'{k}.lora_b'] = a[:, :r], b[:r]
     model.update(restore_into(model.trainable_parameters(), saved, what))
 
-# %% ../nbs/02_lora.ipynb #81d4e9aa
+# %% ../nbs/02_lora.ipynb #456748b6
 def apply_lora(model, args:LoraArgs=None)->dict:
     "Freeze `model` and adapt the targeted layers (replacing adapters already there); the adapter config (mlx-lm's format)."
     args = args or LoraArgs()
@@ -312,19 +313,14 @@ def apply_lora(model, args:LoraArgs=None)->dict:
             'peft': {'r': args.r, 'lora_alpha': args.lora_alpha, 'use_rslora': args.use_rslora, 'use_dora': args.use_dora,
                      'target_modules': args.target_modules, 'init': args.init}}
 
-# %% ../nbs/02_lora.ipynb #fe82f4b2
+# %% ../nbs/02_lora.ipynb #18a18398
 def merged_layer(layer):
     "A plain layer whose weight is the base weight plus the adapter's update (quantized bases come back dequantized)."
     base = base_of(layer)
     w = dequantized_weight(base)
     dtype = w.dtype
-    if isinstance(layer, DoRALinear):
-        w32 = w.astype(mx.float32) + layer.delta()
-        w = (layer.m / mx.linalg.norm(w32, axis=1))[:, None] * w32
-    elif isinstance(layer, DoRAEmbedding):
-        w32 = w.astype(mx.float32) + layer.delta()
-        w = (layer.m / mx.linalg.norm(w32, axis=1))[:, None] * w32
-    else: w = w.astype(mx.float32) + layer.delta()
+    w = w.astype(mx.float32) + layer.delta()
+    if isinstance(layer, (DoRALinear, DoRAEmbedding)): w = (layer.m / mx.linalg.norm(w, axis=1))[:, None] * w   # rows rescaled to m
     w = w.astype(dtype)
     bias = base.get('bias')
     if isinstance(layer, LoRALinear):
@@ -366,7 +362,7 @@ def merge(model)->int:
     "Fold every adapter into its layer's weight (plain, unquantized layers); how many were merged."
     return _replace_adapters(model, merged_layer)
 
-# %% ../nbs/02_lora.ipynb #f7d0ea42
+# %% ../nbs/02_lora.ipynb #d2639054
 class TrainableSummary:
     "Trainable and total parameters, with the adapters' settings; one line as text, a table in a notebook."
     def __init__(self, model, args:LoraArgs|None=None):

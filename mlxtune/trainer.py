@@ -7,7 +7,7 @@ Docs: https://example.github.io/mlxtune/trainer.html.md"""
 # %% auto #0
 __all__ = ['RUN_DEFINING', 'TrainingArgs', 'History', 'TrainerState', 'NonFiniteLoss', 'evaluate', 'grad_checkpointing', 'train']
 
-# %% ../nbs/08_trainer.ipynb #c9028ac8
+# %% ../nbs/08_trainer.ipynb #0fff24aa
 import math, time, json
 from dataclasses import dataclass, field, asdict, fields
 from functools import partial
@@ -26,7 +26,7 @@ from .optim import lr_schedule, make_optimizer, SCHEDULES, OPTIMIZERS
 from .callbacks import Callback, PrintLogger, ProgressBar, WandbLogger
 from . import checkpoints as ckpt
 
-# %% ../nbs/08_trainer.ipynb #5599b8bc
+# %% ../nbs/08_trainer.ipynb #e0bbf297
 RUN_DEFINING = ('batch_size', 'grad_accumulation_steps', 'iters', 'epochs', 'learning_rate', 'lr_schedule', 'warmup_steps',
                 'min_learning_rate', 'optimizer', 'weight_decay', 'momentum', 'max_grad_norm', 'steps_per_eval', 'val_batches', 'seed')
 
@@ -76,9 +76,9 @@ class TrainingArgs:
         if self.learning_rate <= 0: raise ValueError(f'learning_rate must be > 0, got {self.learning_rate}')
         if self.max_grad_norm < 0: raise ValueError(f'max_grad_norm must be >= 0, got {self.max_grad_norm}')
         if self.report_to not in (None, 'wandb'): raise ValueError(f"report_to={self.report_to!r}: only 'wandb' (or none)")
-        if self.keep_best and self.early_stopping_patience < 0: raise ValueError('early_stopping_patience must be >= 0')
+        if self.early_stopping_patience < 0: raise ValueError(f'early_stopping_patience must be >= 0, got {self.early_stopping_patience}')
 
-# %% ../nbs/08_trainer.ipynb #54f7c8ff
+# %% ../nbs/08_trainer.ipynb #f8c3a53a
 @dataclass
 class History:
     "Losses recorded by `train`: `train` and `val` are lists of dicts with at least `step` and `loss`."
@@ -131,7 +131,7 @@ class TrainerState:
 class NonFiniteLoss(RuntimeError):
     "Training produced a NaN or infinite loss."
 
-# %% ../nbs/08_trainer.ipynb #9fe6b6e3
+# %% ../nbs/08_trainer.ipynb #cd73eca2
 def evaluate(model, ds:TokenizedDataset, batch_size:int=4, num_batches:int=-1, loss_fn:Callable=cross_entropy_loss)->float:
     "Token-weighted mean loss over the first `num_batches` batches of `ds` in its own order (-1: all)."
     order = batch_order(ds.lengths, batch_size, shuffle=False)
@@ -144,7 +144,7 @@ def evaluate(model, ds:TokenizedDataset, batch_size:int=4, num_batches:int=-1, l
         total += loss.item() * n.item(); ntok += n.item()
     return total / max(ntok, 1)
 
-# %% ../nbs/08_trainer.ipynb #e04833b4
+# %% ../nbs/08_trainer.ipynb #b3d62866
 _CKPT_CLASSES = {}
 def _checkpointed(cls):
     if cls not in _CKPT_CLASSES:
@@ -167,7 +167,7 @@ class grad_checkpointing:
     def __exit__(self, *exc):
         for b, c in zip(self.blocks, self.saved): b.__class__ = c
 
-# %% ../nbs/08_trainer.ipynb #fc5e1c86
+# %% ../nbs/08_trainer.ipynb #bb372be4
 def _all_sum(grads, loss_sum:float, n_sum:int):
     "Sum gradients (a tree), loss and token count over all workers with one `all_sum`."
     from mlx.utils import tree_unflatten
@@ -180,8 +180,8 @@ def _all_sum(grads, loss_sum:float, n_sum:int):
     mx.eval(vec)
     return tree_unflatten(out), vec[i].item(), int(vec[i + 1].item())
 
-# %% ../nbs/08_trainer.ipynb #04a8e388
-def _total_steps(args, ds, world):
+# %% ../nbs/08_trainer.ipynb #beb9fff6
+def _total_steps(args, ds):
     per_epoch = math.ceil(math.ceil(len(ds) / args.batch_size) / args.grad_accumulation_steps)
     if args.epochs is not None: return args.epochs * per_epoch
     return args.iters if args.iters is not None else 100
@@ -225,7 +225,7 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
         if loss_fn is not cross_entropy_loss: raise ValueError('loss_chunk_size applies to the default cross-entropy loss only')
         check_chunkable(model)
         loss_fn = partial(chunked_cross_entropy_loss, chunk_size=args.loss_chunk_size)
-    total = _total_steps(args, train_set, world)
+    total = _total_steps(args, train_set)
     st = TrainerState(model, args, total)
     cbs = _callbacks(args, callbacks, log if main else None)
     run_dir = Path(args.adapter_path)
@@ -305,7 +305,8 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
             if world > 1: grads, loss_sum, n_sum = _all_sum(grads, loss_sum, n_sum)
             tot_n = mx.array(n_sum, dtype=mx.float32)
             if not math.isfinite(loss_sum):
-                last = ckpt.list_checkpoints(run_dir)[-1] if adapter_config is not None and ckpt.list_checkpoints(run_dir) else None
+                left = ckpt.list_checkpoints(run_dir) if adapter_config is not None else []
+                last = left[-1] if left else None
                 raise NonFiniteLoss(f'non-finite loss ({loss_sum}) at step {st.step + 1}: training stopped before applying it; '
                                     + (f'the last good checkpoint is {last}' if last else 'no checkpoint was saved yet')
                                     + '. Lower the learning rate or set max_grad_norm.')
@@ -337,7 +338,7 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
     model.eval()
     return st.history
 
-# %% ../nbs/08_trainer.ipynb #ae292ddf
+# %% ../nbs/08_trainer.ipynb #19364bd5
 def _state_dict(st:TrainerState, fp:dict)->dict:
     "The JSON part of a checkpoint."
     return {'step': st.step, 'epoch': st.epoch, 'batch': st.batch, 'rng': ckpt.rng_key(),
