@@ -7,7 +7,7 @@ Docs: https://example.github.io/mlxtune/trainer.html.md"""
 # %% auto #0
 __all__ = ['RUN_DEFINING', 'TrainingArgs', 'History', 'TrainerState', 'NonFiniteLoss', 'evaluate', 'grad_checkpointing', 'train']
 
-# %% ../nbs/08_trainer.ipynb #0fff24aa
+# %% ../nbs/08_trainer.ipynb #0b5d24a2
 import math, time, json
 from dataclasses import dataclass, field, asdict, fields
 from functools import partial
@@ -21,12 +21,13 @@ from mlx.utils import tree_flatten, tree_map
 from .data import TokenizedDataset, batch_order, make_batch
 from .losses import cross_entropy_loss, chunked_cross_entropy_loss, check_chunkable
 from .adapters import save_adapters
+from .blas import cpu_hint
 from .lora import restore_adapter_state
 from .optim import lr_schedule, make_optimizer, SCHEDULES, OPTIMIZERS
 from .callbacks import Callback, PrintLogger, ProgressBar, WandbLogger
 from . import checkpoints as ckpt
 
-# %% ../nbs/08_trainer.ipynb #e0bbf297
+# %% ../nbs/08_trainer.ipynb #76718443
 RUN_DEFINING = ('batch_size', 'grad_accumulation_steps', 'iters', 'epochs', 'learning_rate', 'lr_schedule', 'warmup_steps',
                 'min_learning_rate', 'optimizer', 'weight_decay', 'momentum', 'max_grad_norm', 'steps_per_eval', 'val_batches', 'seed')
 
@@ -78,7 +79,7 @@ class TrainingArgs:
         if self.report_to not in (None, 'wandb'): raise ValueError(f"report_to={self.report_to!r}: only 'wandb' (or none)")
         if self.early_stopping_patience < 0: raise ValueError(f'early_stopping_patience must be >= 0, got {self.early_stopping_patience}')
 
-# %% ../nbs/08_trainer.ipynb #f8c3a53a
+# %% ../nbs/08_trainer.ipynb #a4e63e37
 @dataclass
 class History:
     "Losses recorded by `train`: `train` and `val` are lists of dicts with at least `step` and `loss`."
@@ -131,7 +132,7 @@ class TrainerState:
 class NonFiniteLoss(RuntimeError):
     "Training produced a NaN or infinite loss."
 
-# %% ../nbs/08_trainer.ipynb #cd73eca2
+# %% ../nbs/08_trainer.ipynb #4d11fdf8
 def evaluate(model, ds:TokenizedDataset, batch_size:int=4, num_batches:int=-1, loss_fn:Callable=cross_entropy_loss)->float:
     "Token-weighted mean loss over the first `num_batches` batches of `ds` in its own order (-1: all)."
     order = batch_order(ds.lengths, batch_size, shuffle=False)
@@ -144,7 +145,7 @@ def evaluate(model, ds:TokenizedDataset, batch_size:int=4, num_batches:int=-1, l
         total += loss.item() * n.item(); ntok += n.item()
     return total / max(ntok, 1)
 
-# %% ../nbs/08_trainer.ipynb #b3d62866
+# %% ../nbs/08_trainer.ipynb #fcf76a3a
 _CKPT_CLASSES = {}
 def _checkpointed(cls):
     if cls not in _CKPT_CLASSES:
@@ -167,7 +168,7 @@ class grad_checkpointing:
     def __exit__(self, *exc):
         for b, c in zip(self.blocks, self.saved): b.__class__ = c
 
-# %% ../nbs/08_trainer.ipynb #bb372be4
+# %% ../nbs/08_trainer.ipynb #d5fff515
 def _all_sum(grads, loss_sum:float, n_sum:int):
     "Sum gradients (a tree), loss and token count over all workers with one `all_sum`."
     from mlx.utils import tree_unflatten
@@ -180,7 +181,7 @@ def _all_sum(grads, loss_sum:float, n_sum:int):
     mx.eval(vec)
     return tree_unflatten(out), vec[i].item(), int(vec[i + 1].item())
 
-# %% ../nbs/08_trainer.ipynb #beb9fff6
+# %% ../nbs/08_trainer.ipynb #2efcfd54
 def _total_steps(args, ds):
     per_epoch = math.ceil(math.ceil(len(ds) / args.batch_size) / args.grad_accumulation_steps)
     if args.epochs is not None: return args.epochs * per_epoch
@@ -221,6 +222,7 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
     main = rank == 0
     if world > 1 and args.batch_size % world: raise ValueError(f'batch_size={args.batch_size} must be divisible by the {world} workers')
     _memory_limits(args)
+    if main and log is not None and mx.default_device().type == mx.DeviceType.cpu and (hint := cpu_hint()): log(hint)
     if args.loss_chunk_size > 0:
         if loss_fn is not cross_entropy_loss: raise ValueError('loss_chunk_size applies to the default cross-entropy loss only')
         check_chunkable(model)
@@ -338,7 +340,7 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
     model.eval()
     return st.history
 
-# %% ../nbs/08_trainer.ipynb #19364bd5
+# %% ../nbs/08_trainer.ipynb #52fd47fc
 def _state_dict(st:TrainerState, fp:dict)->dict:
     "The JSON part of a checkpoint."
     return {'step': st.step, 'epoch': st.epoch, 'batch': st.batch, 'rng': ckpt.rng_key(),
