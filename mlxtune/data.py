@@ -9,14 +9,14 @@ __all__ = ['ROLES', 'DataArgs', 'read_records', 'record_format', 'hf_tokenizer',
            'trained_spans', 'show_trained', 'mask_html', 'completion_sample', 'text_sample', 'TokenizedDataset',
            'load_split', 'load_datasets', 'batch_order', 'Batch', 'make_batch', 'iterate_batches', 'padding_fraction']
 
-# %% ../nbs/00_data.ipynb #6e0313a1
+# %% ../nbs/00_data.ipynb #0bbd8170
 import json, math, warnings
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, Literal
 import numpy as np
 
-# %% ../nbs/00_data.ipynb #37afa790
+# %% ../nbs/00_data.ipynb #0b696932
 @dataclass
 class DataArgs:
     "Where the data is and how to read it."
@@ -40,7 +40,7 @@ class DataArgs:
         if not isinstance(self.max_seq_length, int) or self.max_seq_length < 2:
             raise ValueError(f"max_seq_length={self.max_seq_length!r}: must be an integer >= 2")
 
-# %% ../nbs/00_data.ipynb #769b9efc
+# %% ../nbs/00_data.ipynb #b5b1c34f
 def _read_jsonl(path:Path)->list[tuple[dict, str]]:
     "Records of a JSON-lines file with their `file:line`; blank lines are skipped, anything else must be a JSON object."
     out = []
@@ -100,7 +100,7 @@ def read_records(source, # See `DataArgs.data`
         raise
     return _from_hf(ds, f'dataset {source!r} split {split!r}')
 
-# %% ../nbs/00_data.ipynb #c71a81ce
+# %% ../nbs/00_data.ipynb #a237e443
 ROLES = ('system', 'developer', 'user', 'assistant', 'tool', 'ipython', 'function')
 
 def record_format(rec:dict, where:str, args:DataArgs)->str:
@@ -144,7 +144,7 @@ def _check_messages(rec, where, args):
     tools = rec.get(args.tools_field)
     if tools is not None and not isinstance(tools, list): raise ValueError(f'{where}: {args.tools_field!r} must be a list')
 
-# %% ../nbs/00_data.ipynb #37c8040e
+# %% ../nbs/00_data.ipynb #f312648b
 def hf_tokenizer(tokenizer):
     "The Hugging Face tokenizer inside an mlx-lm `TokenizerWrapper` (or `tokenizer` itself)."
     from mlx_lm.tokenizer_utils import TokenizerWrapper
@@ -236,7 +236,7 @@ def _skip_prompt(msgs, i, full, cursor):
     p = full.find(c, cursor) if c else -1
     return p + len(c) if p >= 0 else cursor
 
-# %% ../nbs/00_data.ipynb #4b491b7c
+# %% ../nbs/00_data.ipynb #940b8ae0
 def token_runs(ids:list[int], trained:list[bool], tokenizer)->list[tuple[bool, str]]:
     "The decoded text of each run of consecutive tokens with the same trained flag: `(trained, text)` pairs."
     hf, runs = hf_tokenizer(tokenizer), []
@@ -260,7 +260,7 @@ def mask_html(ds, i:int, tokenizer)->str:
     body = ''.join(f'<span style="background:#bdf5bd">{esc(t)}</span>' if m else esc(t) for m, t in token_runs(ds.ids[i], ds.trained[i], tokenizer))
     return f'<div style="font-family:monospace;white-space:pre-wrap;border:1px solid #ddd;padding:.5em">{body}</div>'
 
-# %% ../nbs/00_data.ipynb #2d1fd992
+# %% ../nbs/00_data.ipynb #ab392fd1
 def completion_sample(prompt:str, completion:str, tokenizer, train_on:str='responses', where:str='record'):
     "A prompt/completion pair: through the chat template (user, assistant) when the tokenizer has one, else as plain text."
     hf = hf_tokenizer(tokenizer)
@@ -276,7 +276,7 @@ def text_sample(text:str, tokenizer)->tuple[list[int], list[bool]]:
     return _tokens_with_ranges(hf_tokenizer(tokenizer), text, [(0, len(text), True)], add_special=True,
                                eos=min(eos_ids(tokenizer)))
 
-# %% ../nbs/00_data.ipynb #260b46d3
+# %% ../nbs/00_data.ipynb #45e9804b
 class TokenizedDataset:
     "One tokenised split: `ids[i]`, `trained[i]` (per token) and `where[i]` for every sample."
     def __init__(self, ids, trained, where, fmt, n_truncated=0, untrained=(), dropped=(), name='train'):
@@ -317,7 +317,7 @@ class TokenizedDataset:
         ax.set_title(f'{self.name}: {len(self)} samples')
         return ax
 
-# %% ../nbs/00_data.ipynb #0d3739fc
+# %% ../nbs/00_data.ipynb #d2a09a5e
 def load_split(source, tokenizer, args:DataArgs, split:str='train')->TokenizedDataset|None:
     "Read, check and tokenise one split of `source` (None if the split does not exist)."
     recs = read_records(source, split, args.hf_config)
@@ -355,7 +355,7 @@ def load_datasets(tokenizer, args:DataArgs, splits=('train', 'valid', 'test'))->
     names = {'train': args.train_split, 'valid': args.valid_split, 'test': args.test_split}
     return {s: load_split(args.data, tokenizer, args, names[s]) for s in splits}
 
-# %% ../nbs/00_data.ipynb #22586c21
+# %% ../nbs/00_data.ipynb #bd1e7c96
 def batch_order(lengths, # Token length of every sample
                 batch_size:int, # Samples per batch
                 seed:int=0, # Seed of the shuffles
@@ -376,12 +376,13 @@ def batch_order(lengths, # Token length of every sample
 
 @dataclass
 class Batch:
-    "A padded batch: `inputs`, `targets`, `mask` (B, L) and the number of trained target tokens."
+    "A padded batch: `inputs`, `targets`, `mask` (B, L), the number of trained target tokens, and `segments` (B, L) when packed."
     inputs: Any
     targets: Any
     mask: Any
     n_tokens: int
     indices: np.ndarray
+    segments: Any = None # Packed rows: which sample (1, 2, ...; 0 = padding) each position belongs to
 
 def make_batch(ds:TokenizedDataset, idx, pad_multiple:int=8, pad_id:int=0)->Batch:
     "Pad samples `idx` of `ds` into a `Batch` of MLX arrays."

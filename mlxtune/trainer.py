@@ -7,8 +7,8 @@ Docs: https://example.github.io/mlxtune/trainer.html.md"""
 # %% auto #0
 __all__ = ['RUN_DEFINING', 'TrainingArgs', 'History', 'TrainerState', 'NonFiniteLoss', 'evaluate', 'grad_checkpointing', 'train']
 
-# %% ../nbs/08_trainer.ipynb #0b5d24a2
-import math, time, json
+# %% ../nbs/08_trainer.ipynb #1c874897
+import inspect, math, time, json
 from dataclasses import dataclass, field, asdict, fields
 from functools import partial
 from pathlib import Path
@@ -19,6 +19,7 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_map
 from .data import TokenizedDataset, batch_order, make_batch
+from .packing import packed_batches, make_packed_batch, check_packable
 from .losses import cross_entropy_loss, chunked_cross_entropy_loss, check_chunkable
 from .adapters import save_adapters
 from .blas import cpu_hint
@@ -27,14 +28,15 @@ from .optim import lr_schedule, make_optimizer, SCHEDULES, OPTIMIZERS
 from .callbacks import Callback, PrintLogger, ProgressBar, WandbLogger
 from . import checkpoints as ckpt
 
-# %% ../nbs/08_trainer.ipynb #76718443
+# %% ../nbs/08_trainer.ipynb #1f51676b
 RUN_DEFINING = ('batch_size', 'grad_accumulation_steps', 'iters', 'epochs', 'learning_rate', 'lr_schedule', 'warmup_steps',
-                'min_learning_rate', 'optimizer', 'weight_decay', 'momentum', 'max_grad_norm', 'steps_per_eval', 'val_batches', 'seed')
+                'min_learning_rate', 'optimizer', 'weight_decay', 'momentum', 'max_grad_norm', 'steps_per_eval', 'val_batches', 'seed',
+                'pack', 'pack_length')
 
 @dataclass
 class TrainingArgs:
     "How to train. The fields are also the command line's flags and the YAML config's keys."
-    batch_size: int = 4 # Samples per micro-batch
+    batch_size: int = 4 # Samples per micro-batch (rows of packed samples with `pack`)
     grad_accumulation_steps: int = 1 # Micro-batches per optimizer update (gradients weighted by tokens)
     iters: int|None = None # Optimizer updates (give this or `epochs`; 100 if neither)
     epochs: int|None = None # Passes over the training set (each sample once per epoch)
@@ -48,6 +50,8 @@ class TrainingArgs:
     max_grad_norm: float = 0.0 # Clip the gradient's global norm to this; 0: no clipping
     grad_checkpoint: bool = False # Recompute each block's activations in the backward pass (less memory, ~30% slower)
     loss_chunk_size: int = 0 # Compute the loss this many positions at a time, never forming the full logits; 0: all at once
+    pack: bool = False # Pack several samples into each row, each attending only to itself (`mlxtune.packing`)
+    pack_length: int|None = None # Positions per packed row; None: the longest sample's, rounded up to a multiple of 8
     steps_per_report: int = 10 # Report the training loss every N updates
     steps_per_eval: int = 50 # Validation loss every N updates (and at the end)
     val_batches: int = 25 # Validation batches (the first N, the same every time); -1 for all
@@ -77,9 +81,11 @@ class TrainingArgs:
         if self.learning_rate <= 0: raise ValueError(f'learning_rate must be > 0, got {self.learning_rate}')
         if self.max_grad_norm < 0: raise ValueError(f'max_grad_norm must be >= 0, got {self.max_grad_norm}')
         if self.report_to not in (None, 'wandb'): raise ValueError(f"report_to={self.report_to!r}: only 'wandb' (or none)")
+        if self.pack_length is not None and (not self.pack or self.pack_length < 8):
+            raise ValueError(f'pack_length={self.pack_length}: needs pack=True and at least 8 positions')
         if self.early_stopping_patience < 0: raise ValueError(f'early_stopping_patience must be >= 0, got {self.early_stopping_patience}')
 
-# %% ../nbs/08_trainer.ipynb #a4e63e37
+# %% ../nbs/08_trainer.ipynb #3fbc5797
 @dataclass
 class History:
     "Losses recorded by `train`: `train` and `val` are lists of dicts with at least `step` and `loss`."
@@ -132,7 +138,7 @@ class TrainerState:
 class NonFiniteLoss(RuntimeError):
     "Training produced a NaN or infinite loss."
 
-# %% ../nbs/08_trainer.ipynb #4d11fdf8
+# %% ../nbs/08_trainer.ipynb #996a3435
 def evaluate(model, ds:TokenizedDataset, batch_size:int=4, num_batches:int=-1, loss_fn:Callable=cross_entropy_loss)->float:
     "Token-weighted mean loss over the first `num_batches` batches of `ds` in its own order (-1: all)."
     order = batch_order(ds.lengths, batch_size, shuffle=False)
@@ -145,7 +151,7 @@ def evaluate(model, ds:TokenizedDataset, batch_size:int=4, num_batches:int=-1, l
         total += loss.item() * n.item(); ntok += n.item()
     return total / max(ntok, 1)
 
-# %% ../nbs/08_trainer.ipynb #fcf76a3a
+# %% ../nbs/08_trainer.ipynb #2702f268
 _CKPT_CLASSES = {}
 def _checkpointed(cls):
     if cls not in _CKPT_CLASSES:
@@ -168,7 +174,7 @@ class grad_checkpointing:
     def __exit__(self, *exc):
         for b, c in zip(self.blocks, self.saved): b.__class__ = c
 
-# %% ../nbs/08_trainer.ipynb #d5fff515
+# %% ../nbs/08_trainer.ipynb #904783c3
 def _all_sum(grads, loss_sum:float, n_sum:int):
     "Sum gradients (a tree), loss and token count over all workers with one `all_sum`."
     from mlx.utils import tree_unflatten
@@ -181,10 +187,19 @@ def _all_sum(grads, loss_sum:float, n_sum:int):
     mx.eval(vec)
     return tree_unflatten(out), vec[i].item(), int(vec[i + 1].item())
 
-# %% ../nbs/08_trainer.ipynb #2efcfd54
+# %% ../nbs/08_trainer.ipynb #79a256f6
+def _pack_length(args, ds)->int|None:
+    if not args.pack: return None
+    return args.pack_length or max(8, -(-(int(max(ds.lengths)) - 1) // 8) * 8)
+
+def _epoch_batches(args, ds, epoch:int)->list:
+    "The batches of one epoch: arrays of sample indices, or lists of packed rows."
+    if args.pack: return packed_batches(ds.lengths, args.batch_size, _pack_length(args, ds), args.seed, epoch)
+    return batch_order(ds.lengths, args.batch_size, args.seed, epoch)
+
 def _total_steps(args, ds):
-    per_epoch = math.ceil(math.ceil(len(ds) / args.batch_size) / args.grad_accumulation_steps)
-    if args.epochs is not None: return args.epochs * per_epoch
+    if args.epochs is not None:
+        return sum(math.ceil(len(_epoch_batches(args, ds, e)) / args.grad_accumulation_steps) for e in range(args.epochs))
     return args.iters if args.iters is not None else 100
 
 def _memory_limits(args):
@@ -223,6 +238,10 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
     if world > 1 and args.batch_size % world: raise ValueError(f'batch_size={args.batch_size} must be divisible by the {world} workers')
     _memory_limits(args)
     if main and log is not None and mx.default_device().type == mx.DeviceType.cpu and (hint := cpu_hint()): log(hint)
+    if args.pack:
+        if 'segments' not in inspect.signature(loss_fn).parameters:
+            raise ValueError('pack=True needs a loss_fn that takes `segments` (the packed rows\' sample ids), as the built-in losses do')
+        check_packable(model)
     if args.loss_chunk_size > 0:
         if loss_fn is not cross_entropy_loss: raise ValueError('loss_chunk_size applies to the default cross-entropy loss only')
         check_chunkable(model)
@@ -243,15 +262,15 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
     model.train()
 
     # the compiled pieces: gradients of the summed token loss of one micro-batch, and the update
-    def sum_loss(m, inputs, targets, mask):
-        loss, n = loss_fn(m, inputs, targets, mask)
+    def sum_loss(m, inputs, targets, mask, *segments):
+        loss, n = loss_fn(m, inputs, targets, mask, *segments)
         return loss * n, n
     loss_and_grad = nn.value_and_grad(model, sum_loss)
     state = [model.state, opt.state, mx.random.state]
 
     @partial(mx.compile, inputs=state, outputs=state)
-    def micro_step(inputs, targets, mask):
-        (loss, n), g = loss_and_grad(model, inputs, targets, mask)
+    def micro_step(inputs, targets, mask, *segments):
+        (loss, n), g = loss_and_grad(model, inputs, targets, mask, *segments)
         return loss, n, g
 
     @partial(mx.compile, inputs=state, outputs=state)
@@ -260,11 +279,17 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
         if args.max_grad_norm > 0: grads, _ = optim.clip_grad_norm(grads, args.max_grad_norm)
         opt.update(model, grads)
 
-    n_batches = math.ceil(len(train_set) / args.batch_size)
+    epoch_batches = {}   # epoch -> its batches (computed once per epoch)
+    def batches_of(epoch):
+        if epoch not in epoch_batches: epoch_batches.clear(); epoch_batches[epoch] = _epoch_batches(args, train_set, epoch)
+        return epoch_batches[epoch]
     def next_indices():
-        if st.batch >= n_batches: st.epoch, st.batch = st.epoch + 1, 0
-        idx = batch_order(train_set.lengths, args.batch_size, args.seed, st.epoch)[st.batch]; st.batch += 1
+        if st.batch >= len(batches_of(st.epoch)): st.epoch, st.batch = st.epoch + 1, 0
+        idx = batches_of(st.epoch)[st.batch]; st.batch += 1
         return idx
+    L_pack = _pack_length(args, train_set)
+    def batch_of(idx):
+        return make_packed_batch(train_set, idx, L_pack) if args.pack else make_batch(train_set, idx)
 
     def validate():
         if valid_set is None: return
@@ -296,11 +321,12 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
         while st.step < total and not st.should_stop:
             grads, loss_sum, n_sum = None, 0.0, 0
             for j in range(args.grad_accumulation_steps):
-                if j and st.batch >= n_batches: break   # an update never straddles two epochs
+                if j and st.batch >= len(batches_of(st.epoch)): break   # an update never straddles two epochs
                 idx = next_indices()
                 share = idx[rank::world]   # this worker's part of the batch (all of it for one worker)
-                b = make_batch(train_set, share if len(share) else idx[:1])
-                loss, n, g = micro_step(b.inputs, b.targets, b.mask if len(share) else mx.zeros_like(b.mask))
+                b = batch_of(share if len(share) else idx[:1])
+                loss, n, g = micro_step(b.inputs, b.targets, b.mask if len(share) else mx.zeros_like(b.mask),
+                                        *([b.segments] if args.pack else []))
                 grads = g if grads is None else tree_map(mx.add, grads, g)
                 mx.eval(loss, n, grads)
                 loss_sum += loss.item(); n_sum += int(n.item())
@@ -340,7 +366,7 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
     model.eval()
     return st.history
 
-# %% ../nbs/08_trainer.ipynb #52fd47fc
+# %% ../nbs/08_trainer.ipynb #bb7b7523
 def _state_dict(st:TrainerState, fp:dict)->dict:
     "The JSON part of a checkpoint."
     return {'step': st.step, 'epoch': st.epoch, 'batch': st.batch, 'rng': ckpt.rng_key(),
