@@ -7,7 +7,7 @@ Docs: https://example.github.io/mlxtune/trainer.html.md"""
 # %% auto #0
 __all__ = ['RUN_DEFINING', 'TrainingArgs', 'History', 'TrainerState', 'NonFiniteLoss', 'evaluate', 'grad_checkpointing', 'train']
 
-# %% ../nbs/08_trainer.ipynb #1c874897
+# %% ../nbs/08_trainer.ipynb #b72580b1
 import inspect, math, time, json
 from dataclasses import dataclass, field, asdict, fields
 from functools import partial
@@ -28,7 +28,7 @@ from .optim import lr_schedule, make_optimizer, SCHEDULES, OPTIMIZERS
 from .callbacks import Callback, PrintLogger, ProgressBar, WandbLogger
 from . import checkpoints as ckpt
 
-# %% ../nbs/08_trainer.ipynb #1f51676b
+# %% ../nbs/08_trainer.ipynb #8ce26e58
 RUN_DEFINING = ('batch_size', 'grad_accumulation_steps', 'iters', 'epochs', 'learning_rate', 'lr_schedule', 'warmup_steps',
                 'min_learning_rate', 'optimizer', 'weight_decay', 'momentum', 'max_grad_norm', 'steps_per_eval', 'val_batches', 'seed',
                 'pack', 'pack_length')
@@ -85,7 +85,7 @@ class TrainingArgs:
             raise ValueError(f'pack_length={self.pack_length}: needs pack=True and at least 8 positions')
         if self.early_stopping_patience < 0: raise ValueError(f'early_stopping_patience must be >= 0, got {self.early_stopping_patience}')
 
-# %% ../nbs/08_trainer.ipynb #3fbc5797
+# %% ../nbs/08_trainer.ipynb #8459b3ca
 @dataclass
 class History:
     "Losses recorded by `train`: `train` and `val` are lists of dicts with at least `step` and `loss`."
@@ -114,7 +114,7 @@ class History:
         img = base64.b64encode(buf.getvalue()).decode()
         table = ('<table><thead><tr><th>step</th><th>train loss</th><th>validation loss</th><th>learning rate</th>'
                  f'<th>trained tok/s</th></tr></thead><tbody>{rows}</tbody></table>')
-        return f'<div style="display:flex;gap:1em;align-items:flex-start"><img src="data:image/png;base64,{img}"/>{table}</div>'
+        return f'<div style="display:flex;flex-wrap:wrap;gap:1em;align-items:flex-start"><img src="data:image/png;base64,{img}"/>{table}</div>'
 
 @dataclass
 class TrainerState:
@@ -138,7 +138,7 @@ class TrainerState:
 class NonFiniteLoss(RuntimeError):
     "Training produced a NaN or infinite loss."
 
-# %% ../nbs/08_trainer.ipynb #996a3435
+# %% ../nbs/08_trainer.ipynb #784a7fc4
 def evaluate(model, ds:TokenizedDataset, batch_size:int=4, num_batches:int=-1, loss_fn:Callable=cross_entropy_loss)->float:
     "Token-weighted mean loss over the first `num_batches` batches of `ds` in its own order (-1: all)."
     order = batch_order(ds.lengths, batch_size, shuffle=False)
@@ -151,7 +151,7 @@ def evaluate(model, ds:TokenizedDataset, batch_size:int=4, num_batches:int=-1, l
         total += loss.item() * n.item(); ntok += n.item()
     return total / max(ntok, 1)
 
-# %% ../nbs/08_trainer.ipynb #2702f268
+# %% ../nbs/08_trainer.ipynb #c731310a
 _CKPT_CLASSES = {}
 def _checkpointed(cls):
     if cls not in _CKPT_CLASSES:
@@ -174,7 +174,7 @@ class grad_checkpointing:
     def __exit__(self, *exc):
         for b, c in zip(self.blocks, self.saved): b.__class__ = c
 
-# %% ../nbs/08_trainer.ipynb #904783c3
+# %% ../nbs/08_trainer.ipynb #52de3a73
 def _all_sum(grads, loss_sum:float, n_sum:int):
     "Sum gradients (a tree), loss and token count over all workers with one `all_sum`."
     from mlx.utils import tree_unflatten
@@ -187,7 +187,7 @@ def _all_sum(grads, loss_sum:float, n_sum:int):
     mx.eval(vec)
     return tree_unflatten(out), vec[i].item(), int(vec[i + 1].item())
 
-# %% ../nbs/08_trainer.ipynb #79a256f6
+# %% ../nbs/08_trainer.ipynb #36311fbc
 def _pack_length(args, ds)->int|None:
     if not args.pack: return None
     return args.pack_length or max(8, -(-(int(max(ds.lengths)) - 1) // 8) * 8)
@@ -366,7 +366,7 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
     model.eval()
     return st.history
 
-# %% ../nbs/08_trainer.ipynb #bb7b7523
+# %% ../nbs/08_trainer.ipynb #353be2f4
 def _state_dict(st:TrainerState, fp:dict)->dict:
     "The JSON part of a checkpoint."
     return {'step': st.step, 'epoch': st.epoch, 'batch': st.batch, 'rng': ckpt.rng_key(),
