@@ -4,7 +4,7 @@ For each layer shape of a model (q/k/v/o, gate/up/down) and a token count, times
   fwd      y = base(x) + scale * (x @ A) @ B
   fwd+bwd  the same plus gradients w.r.t. A, B and x (what a LoRA step needs: the base gets no gradient)
 and the parts: the base product forward (x @ W.T) and its input-gradient product (g @ W), bf16 vs quantized
-(`mx.quantized_matmul` with transpose=True / False), plus peak memory of fwd+bwd over all layers of one block.
+(`mx.quantized_matmul` with transpose=True / False), and the alternative: dequantize the weight, then a bf16 product.
 
     python bench/qmm_profile.py --shape llama-3.2-1b --tokens 2048 --bits 4 --group-size 64
 """
@@ -42,7 +42,7 @@ def main():
     dt = mx.bfloat16
     T, r = a.tokens, a.rank
     out = {'device': str(mx.default_device()), 'args': vars(a), 'layers': {}}
-    tot = {k: 0.0 for k in ('mm', 'qmm', 'mm_T', 'qmm_T', 'step_bf16', 'step_q', 'fwd_bf16', 'fwd_q')}
+    tot = {k: 0.0 for k in ('mm', 'qmm', 'mm_T', 'qmm_T', 'deq_mm', 'step_bf16', 'step_q', 'step_deq', 'fwd_bf16', 'fwd_q', 'fwd_deq')}
     for name, (din, dout) in layer_shapes(a.shape).items():
         W = (mx.random.normal((dout, din)) * din ** -0.5).astype(dt)
         wq, s, b = mx.quantize(W, group_size=a.group_size, bits=a.bits)
@@ -57,13 +57,15 @@ def main():
             'qmm': timeit(lambda: qmm(x, True), a.repeats),
             'mm_T': timeit(lambda: g @ W, a.repeats),
             'qmm_T': timeit(lambda: qmm(g, False), a.repeats),
+            'deq_mm': timeit(lambda: x @ mx.dequantize(wq, s, b, group_size=a.group_size, bits=a.bits).T, a.repeats),
         }
         def lora(base):
             def f(A, B, x):
                 y = base(x) + 2.0 * ((x @ A.astype(dt)) @ B.astype(dt))
                 return (y.astype(mx.float32) * g.astype(mx.float32)).sum()
             return f
-        for tag, base in (('bf16', lambda v: v @ W.T), ('q', lambda v: qmm(v, True))):
+        deq = lambda v: v @ mx.dequantize(wq, s, b, group_size=a.group_size, bits=a.bits).T
+        for tag, base in (('bf16', lambda v: v @ W.T), ('q', lambda v: qmm(v, True)), ('deq', deq)):
             f = lora(base)
             vg = mx.value_and_grad(f, argnums=(0, 1, 2))
             res[f'fwd_{tag}'] = timeit(lambda: f(A, B, x), a.repeats)
@@ -73,7 +75,8 @@ def main():
         print(name, f'{din}x{dout}', ' '.join(f'{k} {v*1e3:.3f}ms' for k, v in res.items()), flush=True)
     print('block total:', ' '.join(f'{k} {v*1e3:.2f}ms' for k, v in tot.items()))
     print(f"ratios: qmm/mm {tot['qmm']/tot['mm']:.2f}  qmm_T/mm_T {tot['qmm_T']/tot['mm_T']:.2f}  "
-          f"LoRA step q/bf16 {tot['step_q']/tot['step_bf16']:.2f}  fwd q/bf16 {tot['fwd_q']/tot['fwd_bf16']:.2f}")
+          f"LoRA step q/bf16 {tot['step_q']/tot['step_bf16']:.2f}  fwd q/bf16 {tot['fwd_q']/tot['fwd_bf16']:.2f}  "
+          f"dequantize+mm / mm {tot['deq_mm']/tot['mm']:.2f}  LoRA step dequantized/bf16 {tot['step_deq']/tot['step_bf16']:.2f}")
     out['block_ms'] = {k: round(v * 1e3, 3) for k, v in tot.items()}
     print(json.dumps(out))
 

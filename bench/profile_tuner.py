@@ -1,0 +1,212 @@
+"""Where a training step's time and memory go, mlxtune vs mlx-lm's tuner: a helper of bench/tuner_vs_mlxlm.py.
+
+    python bench/profile_tuner.py --model tiny compile --lengths 128 512 1024
+    python bench/profile_tuner.py --model 50m memory --batch-size 4 --length 1024
+    python bench/profile_tuner.py host --samples 1000 100000
+
+- `compile`: one run of each tool's own `train` (in this process) over batches of several distinct lengths, a few
+  batches of each, in the tool's own random order; the first step at a shape compiles the step for it, the later
+  ones reuse it, so `first - median(later)` is the cost of one more distinct batch shape. mlxtune pads inputs to a multiple of 8,
+  mlx-lm's iterate_batches to a multiple of 32: on variable-length data a run meets up to max_len/8 vs max_len/32
+  shapes.
+- `memory`: peak memory (`mx.get_peak_memory`) of training steps of each tool at (batch, length), and of
+  mlxtune with `loss_chunk_size`, with whole-block gradient checkpointing, with half the batch, and (an experiment,
+  not an mlxtune feature) with only the attention recomputed in the backward pass; beside it the sizes of the arrays that dominate: logits (B, L, V) and the
+  attention scores (B, heads, L, L) of every block, which MLX's attention keeps for the backward pass on this
+  backend.
+- `host`: the time mlxtune's trainer spends per step outside the model: `batch_order` (recomputed every step)
+  and `make_batch`, against the dataset size.
+"""
+import argparse, json, statistics, sys, tempfile, time
+from pathlib import Path
+import mlxtune   # noqa: F401  (first: OpenBLAS under MLX)
+import numpy as np
+import mlx.core as mx
+
+sys.path.insert(0, str(Path(__file__).parent))
+import tuner_vs_mlxlm as B
+
+class _null:
+    def __enter__(self): return self
+    def __exit__(self, *exc): pass
+
+def model_dir(name, seed=0):
+    a = argparse.Namespace(cache_dir='~/.cache/mlxtune/bench', seed=seed, tokens='auto', dtype='float32')
+    return B.prepare_model(name, a)[0]
+
+def fixed_rows(vocab, n, length, seed=0):
+    return np.random.default_rng(seed).integers(3, vocab, size=(n, length)).tolist()
+
+def recompute_attention(model):
+    "Experiment (not in mlxtune): every block's attention runs under mx.checkpoint, so that its (B, heads, L, L) scores are recomputed in the backward pass instead of kept."
+    import mlx.nn as nn
+    for blk in model.layers:
+        att, cls = blk.self_attn, type(blk.self_attn)
+        def call(self, x, mask=None, cache=None, _cls=cls):
+            def inner(params, x):
+                self.update(params)
+                return _cls.__call__(self, x, mask, cache)
+            return mx.checkpoint(inner)(self.trainable_parameters(), x)
+        att.__class__ = type(cls.__name__, (cls,), {'__call__': call})
+
+class chunked_attention:
+    "Experiment (not in mlxtune): causal attention of llama-family mlx-lm models in query chunks of `chunk`, each under mx.checkpoint, so that at most (B, heads, chunk, L) scores exist at a time, forward and backward."
+    def __init__(self, chunk): self.chunk = chunk
+    def __enter__(self):
+        import mlx_lm.models.llama as llama, mlx_lm.models.qwen2 as qwen2
+        self.mods = [m for m in (llama, qwen2)]
+        self.saved = [m.scaled_dot_product_attention for m in self.mods]
+        C, orig = self.chunk, self.saved[0]
+        def sdpa(q, k, v, cache, scale, mask, sinks=None):
+            L = q.shape[2]
+            if cache is not None or not isinstance(mask, str) or L <= C: return orig(q, k, v, cache=cache, scale=scale, mask=mask, sinks=sinks)
+            outs = []
+            for s in range(0, L, C):
+                e = min(s + C, L)
+                m = mx.arange(s, e)[:, None] >= mx.arange(e)[None, :]
+                f = mx.checkpoint(lambda qc, kc, vc, m=m: mx.fast.scaled_dot_product_attention(qc, kc, vc, scale=scale, mask=m))
+                outs.append(f(q[:, :, s:e], k[:, :, :e], v[:, :, :e]))
+            return mx.concatenate(outs, axis=2)
+        for m in self.mods: m.scaled_dot_product_attention = sdpa
+        return self
+    def __exit__(self, *exc):
+        for m, f in zip(self.mods, self.saved): m.scaled_dot_product_attention = f
+
+def run_mlxtune(path, rows, batch, steps, keys, attention_recompute=False, attention_chunk=0, **extra):
+    "Train with mlxtune on `rows` (every token trained); per-step times and the peak memory."
+    from mlxtune.adapters import load
+    from mlxtune.lora import LoraArgs, apply_lora
+    from mlxtune.data import TokenizedDataset
+    import mlxtune.trainer as T
+    from mlxtune.callbacks import Callback
+    model, _ = load(str(path))
+    apply_lora(model, LoraArgs(r=8, lora_alpha=16, target_modules=keys))
+    if attention_recompute: recompute_attention(model)
+    ds = TokenizedDataset(rows, [[True] * len(r) for r in rows], [''] * len(rows), 'text')
+    ts, shapes, orig = [], [], T.make_batch
+    def mb(*a, **k):
+        b = orig(*a, **k); shapes.append(tuple(b.inputs.shape)); return b
+    T.make_batch = mb
+    class Rec(Callback):
+        def on_train_begin(self, st): ts.append(time.perf_counter())
+        def on_step(self, st, loss, n): ts.append(time.perf_counter())
+    mx.reset_peak_memory()
+    args = T.TrainingArgs(batch_size=batch, iters=steps, learning_rate=1e-4, steps_per_eval=10 ** 9, save_every=10 ** 9,
+                          steps_per_report=steps, **extra)
+    try:
+        with chunked_attention(attention_chunk) if attention_chunk else _null():
+            T.train(model, ds, None, args, callbacks=[Rec()], log=None)
+    finally: T.make_batch = orig
+    return np.diff(ts), shapes, mx.get_peak_memory() / 1e9
+
+def run_mlxlm(path, rows, batch, steps, keys):
+    "Train with mlx-lm's tuner on `rows` (offset 0: every token trained); per-step times and the peak memory."
+    import mlx.optimizers as optim
+    from mlx_lm import load
+    from mlx_lm.tuner.utils import linear_to_lora_layers
+    from mlx_lm.tuner.trainer import TrainingArgs, train, iterate_batches
+    from mlx_lm.tuner.callbacks import TrainingCallback
+    model, _ = load(str(path))
+    model.freeze()
+    linear_to_lora_layers(model, len(model.layers), {'rank': 8, 'scale': 2.0, 'dropout': 0.0, 'keys': keys})
+    ts, shapes = [], []
+    def batches(*a, **k):
+        ts.append(time.perf_counter())
+        for b, l in iterate_batches(*a, **k):
+            if shapes: ts.append(time.perf_counter())
+            shapes.append((b.shape[0], b.shape[1] - 1)); yield b, l
+    class Rec(TrainingCallback):
+        def on_train_loss_report(self, info): ts.append(time.perf_counter())
+    mx.reset_peak_memory()
+    tmp = tempfile.mkdtemp()
+    np.random.seed(0)
+    train(model, optim.Adam(1e-4, bias_correction=True), [(r, 0) for r in rows], None,
+          TrainingArgs(batch_size=batch, iters=steps, steps_per_report=steps, steps_per_eval=10 ** 9, steps_per_save=10 ** 9,
+                       max_seq_length=max(len(r) for r in rows) + 64, adapter_file=f'{tmp}/a.safetensors'),
+          iterate_batches=batches, training_callback=Rec())
+    return np.diff(ts), shapes, mx.get_peak_memory() / 1e9
+
+def cmd_compile(a):
+    "One run of each tool over batches of `len(lengths)` distinct lengths, `a.per_length` batches of each, in random order."
+    path = model_dir(a.model)
+    keys = B.block_linear_keys(path)
+    vocab = B.model_dims(path)['vocab']
+    rows = []
+    for j, L in enumerate(a.lengths): rows += fixed_rows(vocab, a.batch_size * a.per_length, L + 1, seed=j)
+    steps = len(a.lengths) * a.per_length
+    print(f'{a.model}: {steps} steps, batch {a.batch_size}, inputs of {a.lengths} tokens, {a.per_length} batches of each\n')
+    print('| tool | distinct shapes | total (s) | first step of a new shape, median (s) | step of a seen shape, median (s) | '
+          'cost of a new shape (s) | share of the run spent on new shapes |')
+    print('|---|---|---|---|---|---|---|')
+    for tool, f in (('mlxtune', run_mlxtune), ('mlx-lm', run_mlxlm)):
+        dt, shapes, _ = f(path, rows, a.batch_size, steps, keys)
+        seen, extra = set(), []
+        by = {}
+        for t, s in zip(dt, shapes): by.setdefault(s, []).append(t)
+        for t, s in zip(dt[1:], shapes[1:]):   # the run's very first step also warms up the rest: left out
+            first = s not in seen and s != shapes[0]
+            seen.add(s)
+            if first: extra.append(t - statistics.median(by[s][1:]))
+        firsts = [by[s][0] for s in by if s != shapes[0]]
+        rest = [t for s in by for t in by[s][1:]]
+        cost = statistics.median(extra)
+        print(f'| {tool} | {len(by)} | {dt.sum():.2f} | {statistics.median(firsts):.3f} | {statistics.median(rest):.3f} | '
+              f'{cost:.3f} | {cost * len(by) / dt.sum():.1%} |', flush=True)
+
+def cmd_memory(a):
+    path = model_dir(a.model)
+    keys = B.block_linear_keys(path)
+    cfg = json.loads((path/'config.json').read_text())
+    V, H, nl = cfg['vocab_size'], cfg['num_attention_heads'], cfg['num_hidden_layers']
+    Bz, L = a.batch_size, a.length
+    rows = fixed_rows(V, Bz * a.steps, L + 1)
+    print(f'{a.model}: batch {Bz} x {L} inputs; logits (B, L, V) float32 = {Bz * L * V * 4 / 1e9:.3f} GB; attention scores '
+          f'(B, heads, L, L) float32 = {Bz * H * L * L * 4 / 1e9:.3f} GB per block, {nl} blocks = {nl * Bz * H * L * L * 4 / 1e9:.3f} GB\n')
+    print('| run | peak memory (GB) | median step (s) |\n|---|---|---|')
+    S = a.steps
+    runs = [('mlx-lm', lambda: run_mlxlm(path, rows, Bz, S, keys)),
+            ('mlxtune', lambda: run_mlxtune(path, rows, Bz, S, keys))]
+    runs += [(f'mlxtune loss_chunk_size={c}', (lambda c=c: run_mlxtune(path, rows, Bz, S, keys, loss_chunk_size=c))) for c in a.chunks]
+    runs += [('mlxtune, attention recomputed in backward (experiment)', lambda: run_mlxtune(path, rows, Bz, S, keys, attention_recompute=True))]
+    runs += [(f'mlxtune, attention recomputed + loss_chunk_size={c} (experiment)',
+              (lambda c=c: run_mlxtune(path, rows, Bz, S, keys, attention_recompute=True, loss_chunk_size=c))) for c in a.chunks]
+    runs += [(f'mlxtune, attention in query chunks of {a.attention_chunk}, each recomputed (experiment)',
+              lambda: run_mlxtune(path, rows, Bz, S, keys, attention_chunk=a.attention_chunk))]
+    runs += [(f'mlxtune, attention chunks of {a.attention_chunk} + loss_chunk_size={c} (experiment)',
+              (lambda c=c: run_mlxtune(path, rows, Bz, S, keys, attention_chunk=a.attention_chunk, loss_chunk_size=c))) for c in a.chunks]
+    runs += [('mlxtune grad_checkpoint (whole blocks)', lambda: run_mlxtune(path, rows, Bz, S, keys, grad_checkpoint=True))]
+    runs += [(f'mlxtune, batch {Bz // 2} (half the tokens per step)', lambda: run_mlxtune(path, rows, Bz // 2, S, keys))]
+    for name, f in runs:
+        dt, _, peak = f()
+        print(f'| {name} | {peak:.3f} | {statistics.median(dt):.2f} |', flush=True)
+        mx.clear_cache()
+
+def cmd_host(a):
+    from mlxtune.data import TokenizedDataset, batch_order, make_batch
+    print('| samples | batch_order per call (ms) | make_batch 8 x ~512 (ms) |\n|---|---|---|')
+    rng = np.random.default_rng(0)
+    for n in a.samples:
+        lengths = rng.integers(50, 1000, size=n)
+        t = time.perf_counter(); k = 0
+        while time.perf_counter() - t < 2: batch_order(lengths, 8, 0, 0); k += 1
+        bo = (time.perf_counter() - t) / k * 1e3
+        ids = [list(range(int(l))) for l in lengths[:64]]
+        ds = TokenizedDataset(ids, [[True] * len(x) for x in ids], [''] * len(ids), 'text')
+        t = time.perf_counter(); k = 0
+        while time.perf_counter() - t < 1: make_batch(ds, np.arange(8)); k += 1
+        print(f'| {n:,} | {bo:.2f} | {(time.perf_counter() - t) / k * 1e3:.2f} |', flush=True)
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument('--model', default='tiny')
+    ap.add_argument('--batch-size', type=int, default=8)
+    sub = ap.add_subparsers(dest='cmd', required=True)
+    c = sub.add_parser('compile'); c.add_argument('--lengths', type=int, nargs='+', default=[64 + 32 * i for i in range(12)])
+    c.add_argument('--per-length', type=int, default=4)
+    m = sub.add_parser('memory'); m.add_argument('--length', type=int, default=1024); m.add_argument('--chunks', type=int, nargs='*', default=[256])
+    m.add_argument('--steps', type=int, default=2); m.add_argument('--attention-chunk', type=int, default=128)
+    h = sub.add_parser('host'); h.add_argument('--samples', type=int, nargs='+', default=[500, 10_000, 100_000])
+    a = ap.parse_args()
+    {'compile': cmd_compile, 'memory': cmd_memory, 'host': cmd_host}[a.cmd](a)
+
+if __name__ == '__main__': main()
