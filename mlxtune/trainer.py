@@ -7,7 +7,7 @@ Docs: https://example.github.io/mlxtune/trainer.html.md"""
 # %% auto #0
 __all__ = ['RUN_DEFINING', 'TrainingArgs', 'History', 'TrainerState', 'NonFiniteLoss', 'evaluate', 'grad_checkpointing', 'train']
 
-# %% ../nbs/08_trainer.ipynb #b72580b1
+# %% ../nbs/08_trainer.ipynb #dce5087d
 import inspect, math, time, json
 from dataclasses import dataclass, field, asdict, fields
 from functools import partial
@@ -28,7 +28,7 @@ from .optim import lr_schedule, make_optimizer, SCHEDULES, OPTIMIZERS
 from .callbacks import Callback, PrintLogger, ProgressBar, WandbLogger
 from . import checkpoints as ckpt
 
-# %% ../nbs/08_trainer.ipynb #8ce26e58
+# %% ../nbs/08_trainer.ipynb #4d040961
 RUN_DEFINING = ('batch_size', 'grad_accumulation_steps', 'iters', 'epochs', 'learning_rate', 'lr_schedule', 'warmup_steps',
                 'min_learning_rate', 'optimizer', 'weight_decay', 'momentum', 'max_grad_norm', 'steps_per_eval', 'val_batches', 'seed',
                 'pack', 'pack_length')
@@ -63,7 +63,7 @@ class TrainingArgs:
     early_stopping_min_delta: float = 0.0 # An improvement must lower the validation loss by more than this
     keep_best: bool = False # The final adapters are the best validated ones, not the last
     seed: int = 0 # Seed of the data order and of dropout
-    cache_limit_gb: float|None = None # Cap MLX's buffer cache (mx.set_cache_limit)
+    cache_limit_gb: float|None = None # Cap MLX's buffer cache (mx.set_cache_limit); None: MLX's default, a quarter of the GPU's memory on CUDA
     clear_cache: bool = False # Empty MLX's buffer cache after every validation (its batches have other shapes)
     wired_limit_gb: float|None = None # Apple silicon: memory kept wired for the model (mx.set_wired_limit)
     progress: bool = False # Show a progress bar
@@ -85,7 +85,7 @@ class TrainingArgs:
             raise ValueError(f'pack_length={self.pack_length}: needs pack=True and at least 8 positions')
         if self.early_stopping_patience < 0: raise ValueError(f'early_stopping_patience must be >= 0, got {self.early_stopping_patience}')
 
-# %% ../nbs/08_trainer.ipynb #8459b3ca
+# %% ../nbs/08_trainer.ipynb #818875a0
 @dataclass
 class History:
     "Losses recorded by `train`: `train` and `val` are lists of dicts with at least `step` and `loss`."
@@ -138,7 +138,7 @@ class TrainerState:
 class NonFiniteLoss(RuntimeError):
     "Training produced a NaN or infinite loss."
 
-# %% ../nbs/08_trainer.ipynb #784a7fc4
+# %% ../nbs/08_trainer.ipynb #dbac286a
 def evaluate(model, ds:TokenizedDataset, batch_size:int=4, num_batches:int=-1, loss_fn:Callable=cross_entropy_loss)->float:
     "Token-weighted mean loss over the first `num_batches` batches of `ds` in its own order (-1: all)."
     order = batch_order(ds.lengths, batch_size, shuffle=False)
@@ -151,7 +151,7 @@ def evaluate(model, ds:TokenizedDataset, batch_size:int=4, num_batches:int=-1, l
         total += loss.item() * n.item(); ntok += n.item()
     return total / max(ntok, 1)
 
-# %% ../nbs/08_trainer.ipynb #c731310a
+# %% ../nbs/08_trainer.ipynb #f898754e
 _CKPT_CLASSES = {}
 def _checkpointed(cls):
     if cls not in _CKPT_CLASSES:
@@ -174,7 +174,7 @@ class grad_checkpointing:
     def __exit__(self, *exc):
         for b, c in zip(self.blocks, self.saved): b.__class__ = c
 
-# %% ../nbs/08_trainer.ipynb #52de3a73
+# %% ../nbs/08_trainer.ipynb #b0269110
 def _all_sum(grads, loss_sum:float, n_sum:int):
     "Sum gradients (a tree), loss and token count over all workers with one `all_sum`."
     from mlx.utils import tree_unflatten
@@ -187,7 +187,7 @@ def _all_sum(grads, loss_sum:float, n_sum:int):
     mx.eval(vec)
     return tree_unflatten(out), vec[i].item(), int(vec[i + 1].item())
 
-# %% ../nbs/08_trainer.ipynb #36311fbc
+# %% ../nbs/08_trainer.ipynb #db48495a
 def _pack_length(args, ds)->int|None:
     if not args.pack: return None
     return args.pack_length or max(8, -(-(int(max(ds.lengths)) - 1) // 8) * 8)
@@ -204,6 +204,11 @@ def _total_steps(args, ds):
 
 def _memory_limits(args):
     if args.cache_limit_gb is not None: mx.set_cache_limit(int(args.cache_limit_gb * 1e9))
+    elif mx.cuda.is_available() and mx.default_device().type == mx.DeviceType.gpu:
+        # MLX's CUDA buffer cache is not emptied when an allocation fails, and every new batch shape leaves buffers of
+        # new sizes in it: an unpacked run over variable-length data ran out of memory on an 80 GB H100 with a 0.5B
+        # model (15 GB live). A quarter of the GPU's memory for the cache keeps the reuse and leaves the rest.
+        mx.set_cache_limit(int(mx.device_info()['total_memory'] // 4))
     if args.wired_limit_gb is not None:
         if not mx.metal.is_available(): raise ValueError('wired_limit_gb applies to Apple silicon (Metal) only')
         mx.set_wired_limit(int(args.wired_limit_gb * 1e9))
@@ -366,7 +371,7 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
     model.eval()
     return st.history
 
-# %% ../nbs/08_trainer.ipynb #353be2f4
+# %% ../nbs/08_trainer.ipynb #53f572cf
 def _state_dict(st:TrainerState, fp:dict)->dict:
     "The JSON part of a checkpoint."
     return {'step': st.step, 'epoch': st.epoch, 'batch': st.batch, 'rng': ckpt.rng_key(),
