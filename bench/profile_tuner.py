@@ -26,6 +26,8 @@ import mlx.core as mx
 sys.path.insert(0, str(Path(__file__).parent))
 import tuner_vs_mlxlm as B
 
+DTYPE = ['float32']   # both tools' model dtype (--dtype)
+
 class _null:
     def __enter__(self): return self
     def __exit__(self, *exc): pass
@@ -79,7 +81,7 @@ def run_mlxtune(path, rows, batch, steps, keys, attention_recompute=False, atten
     from mlxtune.data import TokenizedDataset
     import mlxtune.trainer as T
     from mlxtune.callbacks import Callback
-    model, _ = load(str(path))
+    model, _ = load(str(path), dtype=DTYPE[0])
     apply_lora(model, LoraArgs(r=8, lora_alpha=16, target_modules=keys))
     if attention_recompute: recompute_attention(model)
     ds = TokenizedDataset(rows, [[True] * len(r) for r in rows], [''] * len(rows), 'text')
@@ -107,6 +109,7 @@ def run_mlxlm(path, rows, batch, steps, keys):
     from mlx_lm.tuner.trainer import TrainingArgs, train, iterate_batches
     from mlx_lm.tuner.callbacks import TrainingCallback
     model, _ = load(str(path))
+    model.set_dtype(getattr(mx, DTYPE[0]))   # as mlxtune.load casts it
     model.freeze()
     linear_to_lora_layers(model, len(model.layers), {'rank': 8, 'scale': 2.0, 'dropout': 0.0, 'keys': keys})
     ts, shapes = [], []
@@ -160,22 +163,20 @@ def cmd_memory(a):
     V, H, nl = cfg['vocab_size'], cfg['num_attention_heads'], cfg['num_hidden_layers']
     Bz, L = a.batch_size, a.length
     rows = fixed_rows(V, Bz * a.steps, L + 1)
-    print(f'{a.model}: batch {Bz} x {L} inputs; logits (B, L, V) float32 = {Bz * L * V * 4 / 1e9:.3f} GB; attention scores '
+    print(f'{a.model} ({a.dtype}): batch {Bz} x {L} inputs; logits (B, L, V) float32 = {Bz * L * V * 4 / 1e9:.3f} GB; attention scores '
           f'(B, heads, L, L) float32 = {Bz * H * L * L * 4 / 1e9:.3f} GB per block, {nl} blocks = {nl * Bz * H * L * L * 4 / 1e9:.3f} GB\n')
     print('| run | peak memory (GB) | median step (s) |\n|---|---|---|')
-    S = a.steps
-    runs = [('mlx-lm', lambda: run_mlxlm(path, rows, Bz, S, keys)),
-            ('mlxtune', lambda: run_mlxtune(path, rows, Bz, S, keys))]
-    runs += [(f'mlxtune loss_chunk_size={c}', (lambda c=c: run_mlxtune(path, rows, Bz, S, keys, loss_chunk_size=c))) for c in a.chunks]
-    runs += [('mlxtune, attention recomputed in backward (experiment)', lambda: run_mlxtune(path, rows, Bz, S, keys, attention_recompute=True))]
-    runs += [(f'mlxtune, attention recomputed + loss_chunk_size={c} (experiment)',
-              (lambda c=c: run_mlxtune(path, rows, Bz, S, keys, attention_recompute=True, loss_chunk_size=c))) for c in a.chunks]
-    runs += [(f'mlxtune, attention in query chunks of {a.attention_chunk}, each recomputed (experiment)',
-              lambda: run_mlxtune(path, rows, Bz, S, keys, attention_chunk=a.attention_chunk))]
-    runs += [(f'mlxtune, attention chunks of {a.attention_chunk} + loss_chunk_size={c} (experiment)',
-              (lambda c=c: run_mlxtune(path, rows, Bz, S, keys, attention_chunk=a.attention_chunk, loss_chunk_size=c))) for c in a.chunks]
-    runs += [('mlxtune grad_checkpoint (whole blocks)', lambda: run_mlxtune(path, rows, Bz, S, keys, grad_checkpoint=True))]
-    runs += [(f'mlxtune, batch {Bz // 2} (half the tokens per step)', lambda: run_mlxtune(path, rows, Bz // 2, S, keys))]
+    S, C = a.steps, a.attention_chunk
+    run = lambda **k: (lambda: run_mlxtune(path, rows, k.pop('batch', Bz), S, keys, **k))
+    runs = [('mlx-lm', lambda: run_mlxlm(path, rows, Bz, S, keys)), ('mlxtune', run())]
+    runs += [(f'mlxtune loss_chunk_size={c}', run(loss_chunk_size=c)) for c in a.chunks]
+    if not a.basic:
+        runs += [('mlxtune, attention recomputed in backward (experiment)', run(attention_recompute=True))]
+        runs += [(f'mlxtune, attention recomputed + loss_chunk_size={c} (experiment)', run(attention_recompute=True, loss_chunk_size=c)) for c in a.chunks]
+        runs += [(f'mlxtune, attention in query chunks of {C}, each recomputed (experiment)', run(attention_chunk=C))]
+        runs += [(f'mlxtune, attention chunks of {C} + loss_chunk_size={c} (experiment)', run(attention_chunk=C, loss_chunk_size=c)) for c in a.chunks]
+        runs += [('mlxtune grad_checkpoint (whole blocks)', run(grad_checkpoint=True))]
+        runs += [(f'mlxtune, batch {Bz // 2} (half the tokens per step)', run(batch=Bz // 2))]
     for name, f in runs:
         dt, _, peak = f()
         print(f'| {name} | {peak:.3f} | {statistics.median(dt):.2f} |', flush=True)
@@ -200,13 +201,16 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument('--model', default='tiny')
     ap.add_argument('--batch-size', type=int, default=8)
+    ap.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16'], help='both tools\' model dtype')
     sub = ap.add_subparsers(dest='cmd', required=True)
     c = sub.add_parser('compile'); c.add_argument('--lengths', type=int, nargs='+', default=[64 + 32 * i for i in range(12)])
     c.add_argument('--per-length', type=int, default=4)
     m = sub.add_parser('memory'); m.add_argument('--length', type=int, default=1024); m.add_argument('--chunks', type=int, nargs='*', default=[256])
     m.add_argument('--steps', type=int, default=2); m.add_argument('--attention-chunk', type=int, default=128)
+    m.add_argument('--basic', action='store_true', help='only mlx-lm, mlxtune and mlxtune with each loss_chunk_size')
     h = sub.add_parser('host'); h.add_argument('--samples', type=int, nargs='+', default=[500, 10_000, 100_000])
     a = ap.parse_args()
+    DTYPE[0] = a.dtype
     {'compile': cmd_compile, 'memory': cmd_memory, 'host': cmd_host}[a.cmd](a)
 
 if __name__ == '__main__': main()

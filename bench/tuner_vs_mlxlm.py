@@ -105,7 +105,13 @@ SHAPES = {
                          rope_scaling=dict(rope_type='llama3', factor=8.0, low_freq_factor=1.0, high_freq_factor=4.0,
                                            original_max_position_embeddings=8192)),
 }
-PEAK_TFLOPS = {'H100': 989.0, 'H200': 989.0, 'GH200': 989.0, 'A100': 312.0, 'L40S': 362.0, 'B200': 2250.0}  # bf16 dense
+# bf16 dense peaks (TFLOP/s, no sparsity), by the chip name nvidia-smi prints; the first match wins
+PEAK_TFLOPS = [('H100 PCIe', 756.0), ('H100 NVL', 835.0), ('H100', 989.0), ('H200', 989.0), ('H800', 989.0),
+               ('A100', 312.0), ('L40S', 362.0), ('B200', 2250.0)]
+
+def peak_tflops(gpu:str|None)->float|None:
+    "The bf16 dense peak of the chip called `gpu` (H100 SXM and H200: 989 TFLOP/s), or None when unknown."
+    return next((v for k, v in PEAK_TFLOPS if gpu and k in gpu), None)
 
 # ----------------------------------------------------------------------------------------------- small helpers
 def parse_kv(items):
@@ -683,7 +689,7 @@ def main():
     peak = a.peak_tflops
     gpu = gpu_name() if a.device == 'gpu' else None
     if peak is None and gpu:
-        peak = next((v for k, v in PEAK_TFLOPS.items() if k in gpu.replace('NVIDIA ', '').split()[0:2] or k in gpu), None)
+        peak = peak_tflops(gpu)
         if peak is None: print(f'warning: no bf16 peak known for {gpu!r}: pass --peak-tflops for MFU')
     machine = f'GPU {gpu}' if gpu else f'CPU {cpu_name()} ({os.cpu_count()} cores)'
     ver = versions(a.peft)
