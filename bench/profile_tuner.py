@@ -1,21 +1,28 @@
 """Where a training step's time and memory go, mlxtune vs mlx-lm's tuner: a helper of bench/tuner_vs_mlxlm.py.
 
-    python bench/profile_tuner.py --model tiny compile --lengths 128 512 1024
-    python bench/profile_tuner.py --model 50m memory --batch-size 4 --length 1024
-    python bench/profile_tuner.py host --samples 1000 100000
+    python bench/profile_tuner.py --model 50m --batch-size 4 ab --length 256 --steps 8 --rounds 3
+    python bench/profile_tuner.py --model 50m --batch-size 4 step --length 256 --rounds 3 --steps 4
+    python bench/profile_tuner.py --model 50m --batch-size 1 compile --lengths 32 64 96 128 160 192 224 256
+    python bench/profile_tuner.py --model 50m --batch-size 4 memory --length 1024 --chunks 256 --steps 1
+    python bench/profile_tuner.py --model 50m --batch-size 4 --dtype bfloat16 memory --length 128 --chunks 32 64 --basic
+    python bench/profile_tuner.py host --samples 500 10000 100000
 
-- `compile`: one run of each tool's own `train` (in this process) over batches of several distinct lengths, a few
-  batches of each, in the tool's own random order; the first step at a shape compiles the step for it, the later
-  ones reuse it, so `first - median(later)` is the cost of one more distinct batch shape. mlxtune pads inputs to a multiple of 8,
-  mlx-lm's iterate_batches to a multiple of 32: on variable-length data a run meets up to max_len/8 vs max_len/32
-  shapes.
-- `memory`: peak memory (`mx.get_peak_memory`) of training steps of each tool at (batch, length), and of
-  mlxtune with `loss_chunk_size`, with whole-block gradient checkpointing, with half the batch, and (an experiment,
-  not an mlxtune feature) with only the attention recomputed in the backward pass; beside it the sizes of the arrays that dominate: logits (B, L, V) and the
-  attention scores (B, heads, L, L) of every block, which MLX's attention keeps for the backward pass on this
-  backend.
-- `host`: the time mlxtune's trainer spends per step outside the model: `batch_order` (recomputed every step)
-  and `make_batch`, against the dataset size.
+- `ab`: each tool's own `train` on the same fixed-length rows (same padded shape in both), alternating in one
+  process: the steady-state step time of the two training loops, without process-to-process variation.
+- `step`: one model and batch through three step structures, round-robin: mlxtune's (a compiled loss-and-gradient
+  call, an eval, `.item()`, a compiled update, an eval), one compiled call with mlxtune's loss, one with mlx-lm's.
+- `compile`: one run of each tool's own `train` over batches of several distinct lengths, a few batches of each,
+  in the tool's own random order; the first step at a shape traces and compiles the step for it, the later ones
+  reuse it, so `first - median(later)` is the cost of one more distinct batch shape (mlxtune pads inputs to a
+  multiple of 8, mlx-lm to a multiple of 32: up to max_len/8 vs max_len/32 shapes on variable-length data).
+- `memory`: peak memory (`mx.get_peak_memory`) of each tool's training steps at (batch, length); of mlxtune with
+  `loss_chunk_size`, with its loss computed in the logits' dtype, with whole-block gradient checkpointing, with half
+  the batch; and, as experiments that are not mlxtune features, with each block's attention recomputed in the
+  backward pass, or computed in query chunks each under `mx.checkpoint`. It prints the sizes of the arrays that
+  dominate: the logits (B, L, V) and every block's attention scores (B, heads, L, L), which MLX's CPU attention
+  keeps for the backward pass.
+- `host`: what mlxtune's trainer does per step outside the model: `batch_order` (recomputed for every step) and
+  `make_batch`, against the dataset size.
 """
 import argparse, json, statistics, sys, tempfile, time
 from pathlib import Path
@@ -74,7 +81,14 @@ class chunked_attention:
     def __exit__(self, *exc):
         for m, f in zip(self.mods, self.saved): m.scaled_dot_product_attention = f
 
-def run_mlxtune(path, rows, batch, steps, keys, attention_recompute=False, attention_chunk=0, **extra):
+def ce_in_logits_dtype(model, inputs, targets, mask):
+    "Experiment (not in mlxtune): the masked mean cross-entropy computed on the logits' own dtype, as mlx-lm's `default_loss` does (no float32 copy of the logits)."
+    import mlx.nn as nn
+    ce = nn.losses.cross_entropy(model(inputs), targets, reduction='none') * mask
+    n = mask.sum()
+    return ce.astype(mx.float32).sum() / mx.maximum(n, 1), n
+
+def run_mlxtune(path, rows, batch, steps, keys, attention_recompute=False, attention_chunk=0, loss_fn=None, **extra):
     "Train with mlxtune on `rows` (every token trained); per-step times and the peak memory."
     from mlxtune.adapters import load
     from mlxtune.lora import LoraArgs, apply_lora
@@ -97,11 +111,11 @@ def run_mlxtune(path, rows, batch, steps, keys, attention_recompute=False, atten
                           steps_per_report=steps, **extra)
     try:
         with chunked_attention(attention_chunk) if attention_chunk else _null():
-            T.train(model, ds, None, args, callbacks=[Rec()], log=None)
+            T.train(model, ds, None, args, callbacks=[Rec()], log=None, **({'loss_fn': loss_fn} if loss_fn else {}))
     finally: T.make_batch = orig
     return np.diff(ts), shapes, mx.get_peak_memory() / 1e9
 
-def run_mlxlm(path, rows, batch, steps, keys):
+def run_mlxlm(path, rows, batch, steps, keys, exact=False):
     "Train with mlx-lm's tuner on `rows` (offset 0: every token trained); per-step times and the peak memory."
     import mlx.optimizers as optim
     from mlx_lm import load
@@ -125,7 +139,7 @@ def run_mlxlm(path, rows, batch, steps, keys):
     np.random.seed(0)
     train(model, optim.Adam(1e-4, bias_correction=True), [(r, 0) for r in rows], None,
           TrainingArgs(batch_size=batch, iters=steps, steps_per_report=steps, steps_per_eval=10 ** 9, steps_per_save=10 ** 9,
-                       max_seq_length=max(len(r) for r in rows) + 64, adapter_file=f'{tmp}/a.safetensors'),
+                       max_seq_length=max(len(r) for r in rows) + (0 if exact else 64), adapter_file=f'{tmp}/a.safetensors'),
           iterate_batches=batches, training_callback=Rec())
     return np.diff(ts), shapes, mx.get_peak_memory() / 1e9
 
@@ -168,8 +182,9 @@ def cmd_memory(a):
     print('| run | peak memory (GB) | median step (s) |\n|---|---|---|')
     S, C = a.steps, a.attention_chunk
     run = lambda **k: (lambda: run_mlxtune(path, rows, k.pop('batch', Bz), S, keys, **k))
-    runs = [('mlx-lm', lambda: run_mlxlm(path, rows, Bz, S, keys)), ('mlxtune', run())]
+    runs = [('mlx-lm', lambda: run_mlxlm(path, rows, Bz, S, keys, exact=True)), ('mlxtune', run())]
     runs += [(f'mlxtune loss_chunk_size={c}', run(loss_chunk_size=c)) for c in a.chunks]
+    runs += [("mlxtune, cross-entropy in the logits' dtype (experiment)", run(loss_fn=ce_in_logits_dtype))]
     if not a.basic:
         runs += [('mlxtune, attention recomputed in backward (experiment)', run(attention_recompute=True))]
         runs += [(f'mlxtune, attention recomputed + loss_chunk_size={c} (experiment)', run(attention_recompute=True, loss_chunk_size=c)) for c in a.chunks]
@@ -181,6 +196,80 @@ def cmd_memory(a):
         dt, _, peak = f()
         print(f'| {name} | {peak:.3f} | {statistics.median(dt):.2f} |', flush=True)
         mx.clear_cache()
+
+def cmd_step(a):
+    """The same model and batch through three step structures, round-robin in one process: mlxtune's (a compiled
+    loss-and-gradient call, an eval, `.item()`, a second compiled call for the update, an eval), one compiled call
+    doing both with mlxtune's loss, and one with mlx-lm's loss (its `default_loss` over `(offset, length)` pairs)."""
+    from functools import partial
+    import mlx.nn as nn, mlx.optimizers as optim
+    from mlx.utils import tree_map
+    from mlxtune.adapters import load
+    from mlxtune.lora import LoraArgs, apply_lora
+    from mlxtune.losses import cross_entropy_loss
+    from mlx_lm.tuner.trainer import default_loss
+    path = model_dir(a.model)
+    model, _ = load(str(path), dtype=DTYPE[0])
+    apply_lora(model, LoraArgs(r=8, lora_alpha=16, target_modules=B.block_linear_keys(path)))
+    V = B.model_dims(path)['vocab']
+    x = mx.random.randint(3, V, (a.batch_size, a.length + 1), key=mx.random.key(0))
+    inputs, targets, mask = x[:, :-1], x[:, 1:], mx.ones((a.batch_size, a.length))
+    lengths = mx.array([[0, a.length + 1]] * a.batch_size)
+    opt = optim.Adam(1e-4, bias_correction=True); opt.init(model.trainable_parameters()); mx.eval(opt.state)
+    state = [model.state, opt.state, mx.random.state]
+    def sum_loss(m, i, t, k):
+        l, n = cross_entropy_loss(m, i, t, k); return l * n, n
+    lg = nn.value_and_grad(model, sum_loss)
+    @partial(mx.compile, inputs=state, outputs=state)
+    def micro(i, t, k):
+        (l, n), g = lg(model, i, t, k); return l, n, g
+    @partial(mx.compile, inputs=state, outputs=state)
+    def update(g, n):
+        opt.update(model, tree_map(lambda v: v / mx.maximum(n, 1), g))
+    def two_calls():
+        l, n, g = micro(inputs, targets, mask); mx.eval(l, n, g); l.item(); n.item()
+        update(g, mx.array(n.item(), dtype=mx.float32)); mx.eval(state)
+    @partial(mx.compile, inputs=state, outputs=state)
+    def fused(i, t, k):
+        (l, n), g = lg(model, i, t, k)
+        opt.update(model, tree_map(lambda v: v / mx.maximum(n, 1), g)); return l, n
+    def one_call():
+        l, n = fused(inputs, targets, mask); mx.eval(state, l, n)
+    lg2 = nn.value_and_grad(model, default_loss)
+    @partial(mx.compile, inputs=state, outputs=state)
+    def fused_peer(b, le):
+        (l, n), g = lg2(model, b, le); opt.update(model, g); return l, n
+    def peer_call():
+        l, n = fused_peer(x, lengths); mx.eval(state, l, n)
+    variants = [("mlxtune's structure (2 compiled calls, 2 evals)", two_calls),
+                ('one compiled call, mlxtune loss', one_call), ("one compiled call, mlx-lm's default_loss", peer_call)]
+    times = {k: [] for k, _ in variants}
+    for k, f in variants: f(); f()   # compile and warm up
+    for _ in range(a.rounds):
+        for k, f in variants:
+            for _ in range(a.steps):
+                t = time.perf_counter(); f(); times[k].append(time.perf_counter() - t)
+    print(f'{a.model} ({DTYPE[0]}), batch {a.batch_size} x {a.length}: {a.rounds} rounds of {a.steps} steps per variant\n')
+    print('| step structure | median step (s) | vs mlxtune |\n|---|---|---|')
+    base = statistics.median(times[variants[0][0]])
+    for k, _ in variants:
+        m = statistics.median(times[k]); print(f'| {k} | {m:.4f} | {m / base:.3f} |')
+
+def cmd_ab(a):
+    "Each tool's own `train` on the same fixed-length rows, alternating in one process; per-step times after the first two steps of each run."
+    path = model_dir(a.model)
+    keys = B.block_linear_keys(path)
+    rows = fixed_rows(B.model_dims(path)['vocab'], a.batch_size * a.steps, a.length + 1)
+    times = {'mlxtune': [], 'mlx-lm': []}
+    for r in range(a.rounds):
+        for tool, f in (('mlxtune', run_mlxtune), ('mlx-lm', run_mlxlm)):
+            dt, shapes, _ = f(path, rows, a.batch_size, a.steps, keys, **({'exact': True} if tool == 'mlx-lm' else {}))
+            assert set(shapes) == {(a.batch_size, a.length)}, shapes   # the same inputs in both
+            times[tool] += list(dt[2:])
+            print(f'round {r + 1} {tool}: median step {statistics.median(dt[2:]):.4f} s', flush=True)
+    m = {t: statistics.median(v) for t, v in times.items()}
+    print(f"\n{a.model}, batch {a.batch_size} x {a.length}: median step mlxtune {m['mlxtune']:.4f} s, mlx-lm {m['mlx-lm']:.4f} s, "
+          f"mlxtune / mlx-lm speed {m['mlx-lm'] / m['mlxtune']:.3f}x")
 
 def cmd_host(a):
     from mlxtune.data import TokenizedDataset, batch_order, make_batch
@@ -207,10 +296,14 @@ def main():
     c.add_argument('--per-length', type=int, default=4)
     m = sub.add_parser('memory'); m.add_argument('--length', type=int, default=1024); m.add_argument('--chunks', type=int, nargs='*', default=[256])
     m.add_argument('--steps', type=int, default=2); m.add_argument('--attention-chunk', type=int, default=128)
-    m.add_argument('--basic', action='store_true', help='only mlx-lm, mlxtune and mlxtune with each loss_chunk_size')
+    m.add_argument('--basic', action='store_true', help="only mlx-lm, mlxtune, mlxtune with each loss_chunk_size, and with the loss in the logits' dtype")
+    st = sub.add_parser('step'); st.add_argument('--length', type=int, default=256); st.add_argument('--steps', type=int, default=5)
+    st.add_argument('--rounds', type=int, default=3)
+    ab = sub.add_parser('ab'); ab.add_argument('--length', type=int, default=256); ab.add_argument('--steps', type=int, default=8)
+    ab.add_argument('--rounds', type=int, default=3)
     h = sub.add_parser('host'); h.add_argument('--samples', type=int, nargs='+', default=[500, 10_000, 100_000])
     a = ap.parse_args()
     DTYPE[0] = a.dtype
-    {'compile': cmd_compile, 'memory': cmd_memory, 'host': cmd_host}[a.cmd](a)
+    {'compile': cmd_compile, 'memory': cmd_memory, 'host': cmd_host, 'step': cmd_step, 'ab': cmd_ab}[a.cmd](a)
 
 if __name__ == '__main__': main()

@@ -44,13 +44,14 @@ so that it really sorts by token length (mlx-lm at its best; it then drops the t
 fill a batch).
 
 Measures, per run: real tokens/s (real = non-padding model inputs, sum over samples of len - 1), steps/s, over
-the steps after `--warmup` warm-up steps (first compilation, allocator growth; their time is shown apart); peak
-memory (`mx.get_peak_memory()`, for PEFT `torch.cuda.max_memory_allocated()` on the GPU) and the process's max
-RSS (`resource.getrusage`); the final training loss (token-weighted within a step, mean over the last
-`--last-k` steps); padding share; distinct padded shapes (each one compiles a new step in MLX). The wall time of
-every step is taken at its end (after the step's `mx.eval`), so batch making, the peer's logging and every
-recompilation for a new shape are included. The tables give medians over the repeats and the ratios
-mlxtune / mlx-lm of the medians.
+the steps after `--warmup` warm-up steps (first compilation, allocator growth; their time is shown apart), and on
+the CPU real tokens per CPU-second of the process (all threads: steadier than wall time on a shared machine); peak
+memory (`mx.get_peak_memory()`, for PEFT `torch.cuda.max_memory_allocated()` on the GPU) and the process's max RSS
+(`resource.getrusage`); the final training loss: the mean of the last `--last-k` steps' losses (each a token mean;
+both MLX tools report every `--last-k` steps, as their users would, and mlx-lm's loss comes from its own reports);
+padding share; distinct padded shapes (each one traces and compiles a new step in MLX). A step's wall time is taken
+at its end (after the step's `mx.eval`), so batch making, each tool's own reporting and every compilation for a new
+shape are included. The tables give medians over the repeats and the ratios mlxtune / mlx-lm of the medians.
 
 FLOPs and MFU (on the GPU, or whenever `--peak-tflops` is given). Useful model FLOPs of a run, counted over real
 tokens only (padding is waste, not work):
@@ -325,7 +326,7 @@ def prepare_data(kind:str, tok, model_dir:Path, randomise:bool, a, data_override
     L = np.array([len(x) for x in ds.ids])
     return dict(samples=len(ds), real_tokens_per_epoch=real_mlxtune, real_tokens_per_epoch_mlxlm=real_mlxlm,
                 trained_mlxtune=int(ds.n_targets.sum()),
-                trained_mlxlm=int(sum(min(len(x), max_seq) - o for x, o in items)),   # incl. its one padding target per sample
+                trained_mlxlm=int(sum(min(len(x), max_seq) - o for x, o in items)),   # its loss adds a padding target per sample
                 min_len=int(L.min()), median_len=int(np.median(L)), max_len=int(L.max()), random_ids=randomise,
                 max_seq_length=max_seq)
 
@@ -588,7 +589,10 @@ def sanity(summ:dict, tools:list, data_info:dict, a)->list[str]:
         want = data_info['real_tokens_per_epoch']
         for t in tools:
             bad = [r for r in runs[t] if r is not None and r != want]
-            if bad: out.append(f'{t}: {bad[0]:,} real tokens in a one-epoch run, the epoch has {want:,} (different samples seen)')
+            if bad:
+                why = ('packing puts more samples in a step, so the run covers more than an epoch: compare tokens/s, not steps/s'
+                       if t == 'mlxtune' and a.mlxtune and any(x.startswith('pack') for x in a.mlxtune) else 'different samples seen')
+                out.append(f'{t}: {bad[0]:,} real tokens in a one-epoch run, the epoch has {want:,} ({why})')
     return out
 
 # ------------------------------------------------------------------------------------------------------- main
@@ -736,7 +740,7 @@ def main():
             tb = table(summ, tools, a, title)
             if kind == 'chat':
                 tb += (f"\nTrained (loss) tokens per epoch: mlxtune {L['trained_mlxtune']:,} (every assistant turn), "
-                       f"mlx-lm {L['trained_mlxlm']:,} (last turn, plus one padding target per sample); "
+                       f"mlx-lm {L['trained_mlxlm']:,} (the last turn; its runs also count one padding target per sample, its off-by-one); "
                        f"real tokens per epoch {L['real_tokens_per_epoch']:,} in both.")
             warns = sanity(summ, tools, info, a)
             if warns: tb += '\n' + '\n'.join(f'- warning: {w}' for w in warns)
