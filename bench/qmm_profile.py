@@ -10,16 +10,13 @@ and the parts: the base product forward (x @ W.T) and its input-gradient product
 """
 import argparse, time, json
 import mlx.core as mx
-import mlx.nn as nn
 
-SHAPES = {  # hidden, intermediate, heads, kv heads, head dim
-    'qwen2.5-0.5b': (896, 4864, 14, 2, 64),
-    'llama-3.2-1b': (2048, 8192, 32, 8, 64),
-    'llama-3.1-8b': (4096, 14336, 32, 8, 128),
-}
+from tuner_vs_mlxlm import SHAPES   # the published model shapes, shared with the benchmark harness
 
 def layer_shapes(name):
-    h, m, nh, nkv, hd = SHAPES[name]
+    c = SHAPES[name]
+    h, m, nh, nkv = c['hidden_size'], c['intermediate_size'], c['num_attention_heads'], c['num_key_value_heads']
+    hd = c.get('head_dim', h // nh)
     return {'q_proj': (h, nh * hd), 'k_proj': (h, nkv * hd), 'v_proj': (h, nkv * hd), 'o_proj': (nh * hd, h),
             'gate_proj': (h, m), 'up_proj': (h, m), 'down_proj': (m, h)}
 

@@ -129,7 +129,7 @@ def hf_tensor_name(name:str)->str|None:
     return None
 
 # %% ../nbs/11_gguf.ipynb #55e9ba3a
-_DTYPES = {'float32': mx.float32, 'float16': mx.float16, 'bfloat16': mx.bfloat16}
+from .adapters import DTYPES as _DTYPES
 
 def _weights(reader, meta:dict, path, dtype:str)->dict:
     "Every tensor of an opened llama GGUF file, dequantized, in Hugging Face names and row order, as MLX arrays."

@@ -21,7 +21,7 @@ from mlx.utils import tree_flatten, tree_map
 from .data import TokenizedDataset, batch_order, make_batch
 from .packing import packed_batches, make_packed_batch, check_packable
 from .losses import cross_entropy_loss, chunked_cross_entropy_loss, check_chunkable
-from .adapters import save_adapters
+from .adapters import save_adapters, on_cpu
 from .blas import cpu_hint
 from .lora import restore_adapter_state
 from .optim import lr_schedule, make_optimizer, SCHEDULES, OPTIMIZERS
@@ -242,7 +242,7 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
     main = rank == 0
     if world > 1 and args.batch_size % world: raise ValueError(f'batch_size={args.batch_size} must be divisible by the {world} workers')
     _memory_limits(args)
-    if main and log is not None and mx.default_device().type == mx.DeviceType.cpu and (hint := cpu_hint()): log(hint)
+    if main and log is not None and on_cpu() and (hint := cpu_hint()): log(hint)
     if args.pack:
         if 'segments' not in inspect.signature(loss_fn).parameters:
             raise ValueError('pack=True needs a loss_fn that takes `segments` (the packed rows\' sample ids), as the built-in losses do')

@@ -1,17 +1,9 @@
 "End-to-end tests of the command line: the README's main job, a run on files, mlx-lm loading our adapters, bad input."
-import json, os, re, subprocess, sys
-from pathlib import Path
+import json, re, sys
 import pytest
 from mlxtune.tiny import tiny_chat_data
 
-PY_BIN = Path(sys.executable).parent
-
-def run(args, cwd, env_extra=None, check=True):
-    env = {**os.environ, 'MLXTUNE_CACHE': str(cwd/'cache'), **(env_extra or {})}
-    exe = str(PY_BIN/args[0]) if (PY_BIN/args[0]).exists() else args[0]
-    p = subprocess.run([exe, *args[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    if check and p.returncode != 0: raise AssertionError(f'{args} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}')
-    return p
+from cli_run import run
 
 @pytest.fixture(scope='module')
 def demo(tmp_path_factory):

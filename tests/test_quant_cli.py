@@ -1,16 +1,8 @@
 "End-to-end tests of `mlxtune quant`: a model directory and a text file in, a model mlx-lm's own CLI runs out; bad input."
-import json, os, subprocess, sys
-from pathlib import Path
+import json, sys
 import pytest
 
-PY_BIN = Path(sys.executable).parent
-
-def run(args, cwd, check=True):
-    env = {**os.environ, 'MLXTUNE_CACHE': str(cwd/'cache')}
-    exe = str(PY_BIN/args[0]) if (PY_BIN/args[0]).exists() else args[0]
-    p = subprocess.run([exe, *args[1:]], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
-    if check and p.returncode != 0: raise AssertionError(f'{args} failed ({p.returncode}):\n{p.stdout}\n{p.stderr}')
-    return p
+from cli_run import run
 
 @pytest.fixture(scope='module')
 def model_and_text(tmp_path_factory):

@@ -332,15 +332,9 @@ def capture_stats(block, xs:list, extra, paths=None)->dict:
     return stats
 
 def _dequantized_copy(block):
-    "Swap the block's quantized linear layers for dequantized plain ones; returns what to put back."
-    from mlxtune.lora import QUANTIZED
-    qs = [(k, m) for k, m in block.named_modules() if isinstance(m, nn.QuantizedLinear)]
-    new = []
-    for k, m in qs:
-        p = nn.Linear(1, 1, bias='bias' in m); p.weight = dequantized_weight(m).astype(mx.float32)
-        if 'bias' in m: p.bias = m.bias
-        new.append((k, p))
-    if new: block.update_modules(tree_unflatten(new))
+    "Swap the block's quantized layers for dequantized float32 ones (`dequantize_model`); returns what to put back."
+    qs = list(quantized_layers(block).items())
+    dequantize_model(block)
     return qs
 
 def quantize_by_block(model, tokens:mx.array, # Calibration token ids (n, L)
