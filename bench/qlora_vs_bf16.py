@@ -33,11 +33,12 @@ def worker(spec):
     n = spec['steps'] * spec['batch_size']
     ids = [rng.integers(0, cfg['vocab_size'], spec['length'] + 1).tolist() for _ in range(n)]
     ds = TokenizedDataset(ids, [[True] * len(x) for x in ids], ['bench'] * n, 'text')
+    mx.clear_cache(); mx.reset_peak_memory()   # the peak of training, not of building the model (float32 before the cast)
     times = []
     class Rec(Callback):
         def on_step(self, st, loss, n_tok): times.append((time.perf_counter(), loss))
     t0 = time.perf_counter()
-    train(model, ds, None, TrainingArgs(iters=spec['steps'], batch_size=spec['batch_size'], learning_rate=1e-4),
+    train(model, ds, None, TrainingArgs(iters=spec['steps'], batch_size=spec['batch_size'], learning_rate=1e-4, **spec['train_args']),
           adapter_config=None, callbacks=[Rec()], log=None)
     w = spec['warmup']
     dt = times[-1][0] - times[w - 1][0]
@@ -55,26 +56,32 @@ def main():
     ap.add_argument('--batch-size', type=int, default=4)
     ap.add_argument('--length', type=int, default=512)
     ap.add_argument('--repeats', type=int, default=2)
+    ap.add_argument('--train-args', nargs='*', default=[], metavar='KEY=VALUE', help="TrainingArgs fields for every run, e.g. grad_checkpoint=True")
+    ap.add_argument('--no-qmm', action='store_true', help='leave out the quantized_matmul variant')
     ap.add_argument('--worker', default=None)
     a = ap.parse_args()
     if a.worker:
         print(json.dumps(worker(json.loads(a.worker)))); return
     import mlx.core as mx
+    train_args = {k: json.loads(v) if v[:1] in '0123456789-[{tfn' else v for k, v in (kv.split('=', 1) for kv in a.train_args)}
+    train_args = {k: {'True': True, 'False': False}.get(v, v) for k, v in train_args.items()}
     print(f'# QLoRA ({a.bits}-bit, group {a.group_size}) vs bf16 LoRA, mlxtune, {a.batch_size}x{a.length}, '
           f'{a.steps} steps ({a.warmup} warm-up), device {mx.default_device()}, mlx {mx.__version__}')
+    if train_args: print(f'TrainingArgs for every run: {train_args}')
     print(f'command: python bench/qlora_vs_bf16.py {" ".join(sys.argv[1:])}\n')
     print('| model | bf16 tok/s | QLoRA tok/s | ratio | QLoRA via quantized_matmul tok/s | ratio | bf16 peak GB | QLoRA peak GB | ratio | qmm peak GB | bf16 / QLoRA / qmm loss |')
     print('|---|---|---|---|---|---|---|---|---|---|---|')
     variants = {'bf16': dict(bits=0), 'q': dict(bits=a.bits), 'qmm': dict(bits=a.bits, qmm=True)}
+    if a.no_qmm: del variants['qmm']
     for m in a.model:
         res = {k: [] for k in variants}
         for _ in range(a.repeats):
             for k, v in variants.items():
-                spec = dict(model=m, group_size=a.group_size, steps=a.steps, warmup=a.warmup, batch_size=a.batch_size, length=a.length, **v)
+                spec = dict(model=m, group_size=a.group_size, steps=a.steps, warmup=a.warmup, batch_size=a.batch_size, length=a.length, train_args=train_args, **v)
                 out = subprocess.run([sys.executable, __file__, '--worker', json.dumps(spec)], capture_output=True, text=True)
                 if out.returncode: print(out.stderr[-2000:]); raise SystemExit(f'{m} {k} failed')
                 res[k].append(json.loads(out.stdout.strip().splitlines()[-1]))
-        med = lambda k, f: sorted(r[f] for r in res[k])[len(res[k]) // 2]
+        med = lambda k, f: sorted(r[f] for r in res[k])[len(res[k]) // 2] if k in res else float('nan')
         print(f"| {m} | {med('bf16', 'tok_s'):,.0f} | {med('q', 'tok_s'):,.0f} | {med('q', 'tok_s') / med('bf16', 'tok_s'):.2f}x | "
               f"{med('qmm', 'tok_s'):,.0f} | {med('qmm', 'tok_s') / med('bf16', 'tok_s'):.2f}x | "
               f"{med('bf16', 'peak_gb'):.2f} | {med('q', 'peak_gb'):.2f} | {med('q', 'peak_gb') / med('bf16', 'peak_gb'):.2f}x | "

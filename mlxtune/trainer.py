@@ -7,7 +7,7 @@ Docs: https://example.github.io/mlxtune/trainer.html.md"""
 # %% auto #0
 __all__ = ['RUN_DEFINING', 'TrainingArgs', 'History', 'TrainerState', 'NonFiniteLoss', 'evaluate', 'grad_checkpointing', 'train']
 
-# %% ../nbs/08_trainer.ipynb #dce5087d
+# %% ../nbs/08_trainer.ipynb #699423b7
 import inspect, math, time, json
 from dataclasses import dataclass, field, asdict, fields
 from functools import partial
@@ -28,7 +28,7 @@ from .optim import lr_schedule, make_optimizer, SCHEDULES, OPTIMIZERS
 from .callbacks import Callback, PrintLogger, ProgressBar, WandbLogger
 from . import checkpoints as ckpt
 
-# %% ../nbs/08_trainer.ipynb #4d040961
+# %% ../nbs/08_trainer.ipynb #a7dc3529
 RUN_DEFINING = ('batch_size', 'grad_accumulation_steps', 'iters', 'epochs', 'learning_rate', 'lr_schedule', 'warmup_steps',
                 'min_learning_rate', 'optimizer', 'weight_decay', 'momentum', 'max_grad_norm', 'steps_per_eval', 'val_batches', 'seed',
                 'pack', 'pack_length')
@@ -52,6 +52,7 @@ class TrainingArgs:
     loss_chunk_size: int = 0 # Compute the loss this many positions at a time, never forming the full logits; 0: all at once
     pack: bool = False # Pack several samples into each row, each attending only to itself (`mlxtune.packing`)
     pack_length: int|None = None # Positions per packed row; None: the longest sample's, rounded up to a multiple of 8
+    pad_multiple: int|None = None # Unpacked batches are padded to a multiple of this; None: 8 on a CPU, 64 on a GPU (each new shape is a compilation)
     steps_per_report: int = 10 # Report the training loss every N updates
     steps_per_eval: int = 50 # Validation loss every N updates (and at the end)
     val_batches: int = 25 # Validation batches (the first N, the same every time); -1 for all
@@ -81,11 +82,13 @@ class TrainingArgs:
         if self.learning_rate <= 0: raise ValueError(f'learning_rate must be > 0, got {self.learning_rate}')
         if self.max_grad_norm < 0: raise ValueError(f'max_grad_norm must be >= 0, got {self.max_grad_norm}')
         if self.report_to not in (None, 'wandb'): raise ValueError(f"report_to={self.report_to!r}: only 'wandb' (or none)")
+        if self.pad_multiple is not None and (self.pack or self.pad_multiple < 1):
+            raise ValueError(f'pad_multiple={self.pad_multiple}: needs pack=False (packed rows have one length) and at least 1')
         if self.pack_length is not None and (not self.pack or self.pack_length < 8):
             raise ValueError(f'pack_length={self.pack_length}: needs pack=True and at least 8 positions')
         if self.early_stopping_patience < 0: raise ValueError(f'early_stopping_patience must be >= 0, got {self.early_stopping_patience}')
 
-# %% ../nbs/08_trainer.ipynb #818875a0
+# %% ../nbs/08_trainer.ipynb #b231282c
 @dataclass
 class History:
     "Losses recorded by `train`: `train` and `val` are lists of dicts with at least `step` and `loss`."
@@ -138,35 +141,55 @@ class TrainerState:
 class NonFiniteLoss(RuntimeError):
     "Training produced a NaN or infinite loss."
 
-# %% ../nbs/08_trainer.ipynb #dbac286a
-def evaluate(model, ds:TokenizedDataset, batch_size:int=4, num_batches:int=-1, loss_fn:Callable=cross_entropy_loss)->float:
+# %% ../nbs/08_trainer.ipynb #236cacf6
+def evaluate(model, ds:TokenizedDataset, batch_size:int=4, num_batches:int=-1, loss_fn:Callable=cross_entropy_loss,
+             pad_multiple:int=8)->float:
     "Token-weighted mean loss over the first `num_batches` batches of `ds` in its own order (-1: all)."
     order = batch_order(ds.lengths, batch_size, shuffle=False)
     if num_batches >= 0: order = order[:num_batches]
     total = ntok = 0.0
     for idx in order:
-        b = make_batch(ds, idx)
+        b = make_batch(ds, idx, pad_multiple)
         loss, n = loss_fn(model, b.inputs, b.targets, b.mask)
         mx.eval(loss, n)
         total += loss.item() * n.item(); ntok += n.item()
     return total / max(ntok, 1)
 
-# %% ../nbs/08_trainer.ipynb #f898754e
+# %% ../nbs/08_trainer.ipynb #8f9e11fa
 _CKPT_CLASSES = {}
 def _checkpointed(cls):
     if cls not in _CKPT_CLASSES:
-        def __call__(self, *args, **kwargs):
-            def inner(params, *a, **k):
+        def __call__(self, x, *args, **kwargs):
+            # Only the parameters and the hidden states are differentiated: the mask, cache and the like are constants
+            # (MLX's fused attention has no gradient with respect to a mask array, which packed rows pass).
+            def run(params, x):
                 self.update(params)
-                return cls.__call__(self, *a, **k)
-            return mx.checkpoint(inner)(self.trainable_parameters(), *args, **kwargs)
+                return cls.__call__(self, x, *args, **kwargs)
+            @mx.custom_function
+            def block(params, x): return run(params, x)
+            @block.vjp
+            def block_vjp(primals, cotangent, output):
+                params, x = primals
+                # recompute the block only once the gradient from the blocks above has arrived: otherwise MLX may
+                # schedule every block's recomputation early, and all their activations are alive together again
+                x = mx.depends(x, cotangent)
+                return mx.grad(lambda p, x: (run(p, x) * cotangent).sum(), argnums=(0, 1))(params, x)
+            return block(self.trainable_parameters(), x)
         _CKPT_CLASSES[cls] = type(cls.__name__, (cls,), {'__call__': __call__, '__module__': cls.__module__, '_mlxtune_checkpointed': True})
     return _CKPT_CLASSES[cls]
 
+def _active_dropout(model)->float:
+    "The largest dropout probability in `model` (0 if none)."
+    ps = [round(1 - m._p_1, 6) for _, m in model.named_modules() if isinstance(m, nn.Dropout)]
+    return max(ps, default=0.0)
+
 class grad_checkpointing:
     "Context manager: the model's blocks recompute their activations in the backward pass, inside the `with` only."
-    def __init__(self, model, enabled:bool=True): self.blocks, self.enabled = list(model.layers) if enabled else [], enabled
+    def __init__(self, model, enabled:bool=True): self.model, self.blocks, self.enabled = model, list(model.layers) if enabled else [], enabled
     def __enter__(self):
+        if self.enabled and (p := _active_dropout(self.model)):
+            raise ValueError(f'grad_checkpoint with dropout (p={p}) would recompute each block with new dropout masks and '
+                             'train on wrong gradients: set lora_dropout=0 or grad_checkpoint=False')
         self.saved = [type(b) for b in self.blocks]
         for b, c in zip(self.blocks, self.saved):
             if not getattr(c, '_mlxtune_checkpointed', False): b.__class__ = _checkpointed(c)
@@ -174,7 +197,7 @@ class grad_checkpointing:
     def __exit__(self, *exc):
         for b, c in zip(self.blocks, self.saved): b.__class__ = c
 
-# %% ../nbs/08_trainer.ipynb #b0269110
+# %% ../nbs/08_trainer.ipynb #2959aa41
 def _all_sum(grads, loss_sum:float, n_sum:int):
     "Sum gradients (a tree), loss and token count over all workers with one `all_sum`."
     from mlx.utils import tree_unflatten
@@ -187,10 +210,14 @@ def _all_sum(grads, loss_sum:float, n_sum:int):
     mx.eval(vec)
     return tree_unflatten(out), vec[i].item(), int(vec[i + 1].item())
 
-# %% ../nbs/08_trainer.ipynb #db48495a
+# %% ../nbs/08_trainer.ipynb #7140d95a
 def _pack_length(args, ds)->int|None:
     if not args.pack: return None
     return args.pack_length or max(8, -(-(int(max(ds.lengths)) - 1) // 8) * 8)
+
+def _pad_multiple(args)->int:
+    if args.pad_multiple is not None: return args.pad_multiple
+    return 8 if on_cpu() else 64
 
 def _epoch_batches(args, ds, epoch:int)->list:
     "The batches of one epoch: arrays of sample indices, or lists of packed rows."
@@ -294,12 +321,12 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
         return idx
     L_pack = _pack_length(args, train_set)
     def batch_of(idx):
-        return make_packed_batch(train_set, idx, L_pack) if args.pack else make_batch(train_set, idx)
+        return make_packed_batch(train_set, idx, L_pack) if args.pack else make_batch(train_set, idx, _pad_multiple(args))
 
     def validate():
         if valid_set is None: return
         model.eval()
-        v = evaluate(model, valid_set, args.batch_size, args.val_batches, loss_fn)
+        v = evaluate(model, valid_set, args.batch_size, args.val_batches, loss_fn, _pad_multiple(args))
         if args.clear_cache: mx.clear_cache()
         model.train()
         rec = {'step': st.step, 'loss': v}
@@ -371,7 +398,7 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
     model.eval()
     return st.history
 
-# %% ../nbs/08_trainer.ipynb #53f572cf
+# %% ../nbs/08_trainer.ipynb #7d21d632
 def _state_dict(st:TrainerState, fp:dict)->dict:
     "The JSON part of a checkpoint."
     return {'step': st.step, 'epoch': st.epoch, 'batch': st.batch, 'rng': ckpt.rng_key(),
