@@ -65,6 +65,7 @@ class TrainingArgs:
     keep_best: bool = False # The final adapters are the best validated ones, not the last
     seed: int = 0 # Seed of the data order and of dropout
     cache_limit_gb: float|None = None # Cap MLX's buffer cache (mx.set_cache_limit); None: MLX's default, a quarter of the GPU's memory on CUDA
+    memory_limit_gb: float|None = None # Memory MLX aims to stay under (mx.set_memory_limit): past it, evaluation waits for queued GPU work to finish and free its buffers; None: MLX's default
     clear_cache: bool = False # Empty MLX's buffer cache after every validation (its batches have other shapes)
     wired_limit_gb: float|None = None # Apple silicon: memory kept wired for the model (mx.set_wired_limit)
     progress: bool = False # Show a progress bar
@@ -236,6 +237,7 @@ def _memory_limits(args):
         # new sizes in it: an unpacked run over variable-length data ran out of memory on an 80 GB H100 with a 0.5B
         # model (15 GB live). A quarter of the GPU's memory for the cache keeps the reuse and leaves the rest.
         mx.set_cache_limit(int(mx.device_info()['total_memory'] // 4))
+    if args.memory_limit_gb is not None: mx.set_memory_limit(int(args.memory_limit_gb * 1e9))
     if args.wired_limit_gb is not None:
         if not mx.metal.is_available(): raise ValueError('wired_limit_gb applies to Apple silicon (Metal) only')
         mx.set_wired_limit(int(args.wired_limit_gb * 1e9))

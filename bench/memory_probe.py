@@ -1,0 +1,79 @@
+"""Peak memory and speed of mlxtune's training step under different options, one fresh process per configuration
+(model shapes with random weights, as in `tuner_vs_mlxlm.py`): where does a step's memory go?
+
+    python bench/memory_probe.py --model llama-3.2-1b --data chat --configs "pack=True pack_length=1024" "pack=True pack_length=1024 grad_checkpoint=True"
+"""
+import argparse, json, subprocess, sys, time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+def parse_kv(items):
+    "KEY=VALUE strings -> dict (numbers, True/False, strings)."
+    out = {}
+    for kv in items:
+        k, v = kv.split('=', 1)
+        out[k] = {'True': True, 'False': False}.get(v, v)
+        if isinstance(out[k], str):
+            try: out[k] = json.loads(v)
+            except ValueError: pass
+    return out
+
+def worker(spec):
+    import mlxtune
+    import mlx.core as mx, numpy as np
+    from mlx_lm.models import llama, qwen2
+    from tuner_vs_mlxlm import SHAPES
+    from mlxtune.data import TokenizedDataset
+    from mlxtune.lora import LoraArgs, apply_lora
+    from mlxtune.trainer import TrainingArgs, train
+    from mlxtune.callbacks import Callback
+    cfg = dict(SHAPES[spec['model']]); cfg.setdefault('vocab_size', 49152)
+    mod = {'llama': llama, 'qwen2': qwen2}[cfg['model_type']]
+    mx.random.seed(0)
+    model = mod.Model(mod.ModelArgs.from_dict(cfg))
+    model.set_dtype(mx.bfloat16)
+    mx.eval(model.parameters())
+    apply_lora(model, LoraArgs(r=8, lora_alpha=16, target_modules='all-linear'))
+    rng = np.random.default_rng(0)
+    B, S = spec['train_args'].get('batch_size', spec['batch_size']), spec['steps']
+    lens = rng.integers(50, spec['length'] + 1, 4 * B * S) if spec['data'] == 'chat' else [spec['length'] + 1] * (B * S)
+    ids = [rng.integers(0, cfg['vocab_size'], int(n)).tolist() for n in lens]
+    ds = TokenizedDataset(ids, [[True] * len(x) for x in ids], ['probe'] * len(ids), 'text')
+    times = []
+    class Rec(Callback):
+        def on_step(self, st, loss, n_tok): times.append((time.perf_counter(), n_tok))
+    weights_gb = mx.get_active_memory() / 1e9
+    mx.clear_cache(); mx.reset_peak_memory()
+    train(model, ds, None, TrainingArgs(**{'iters': S, 'batch_size': B, 'learning_rate': 1e-4, **spec['train_args']}), adapter_config=None, callbacks=[Rec()], log=None)
+    w = spec['warmup']
+    dt = times[-1][0] - times[w - 1][0]
+    return {'trained_tok_s': sum(n for _, n in times[w:]) / dt, 'peak_gb': mx.get_peak_memory() / 1e9, 'weights_gb': weights_gb}
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument('--model', default='llama-3.2-1b')
+    ap.add_argument('--data', default='fixed', choices=['fixed', 'chat'], help='fixed rows of --length, or lengths 50..--length')
+    ap.add_argument('--length', type=int, default=1024)
+    ap.add_argument('--batch-size', type=int, default=4)
+    ap.add_argument('--steps', type=int, default=15)
+    ap.add_argument('--warmup', type=int, default=5)
+    ap.add_argument('--configs', nargs='+', default=[''], help='each a space-separated list of TrainingArgs KEY=VALUE')
+    ap.add_argument('--worker', default=None)
+    a = ap.parse_args()
+    if a.worker: print(json.dumps(worker(json.loads(a.worker)))); return
+    import mlx.core as mx
+    print(f'# {a.model}, {a.data} data, batch {a.batch_size}, length {a.length}, {a.steps} steps ({a.warmup} warm-up), {mx.default_device()}, mlx {mx.__version__}')
+    print(f'command: python bench/memory_probe.py {" ".join(sys.argv[1:])}\n')
+    print('| TrainingArgs | trained tokens/s | peak GB (training) | weights GB |\n|---|---|---|---|')
+    for c in a.configs:
+        spec = dict(model=a.model, data=a.data, length=a.length, batch_size=a.batch_size, steps=a.steps, warmup=a.warmup,
+                    train_args=parse_kv(c.split()))
+        out = subprocess.run([sys.executable, __file__, '--worker', json.dumps(spec)], capture_output=True, text=True)
+        if out.returncode: print(f'| {c} | failed: {out.stderr.strip().splitlines()[-1][:200]} | | |', flush=True); continue
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        print(f"| {c or '(defaults)'} | {r['trained_tok_s']:,.0f} | {r['peak_gb']:.2f} | {r['weights_gb']:.2f} |", flush=True)
+
+if __name__ == '__main__':
+    main()
