@@ -7,13 +7,13 @@ Docs: https://example.github.io/mlxtune/packing.html.md"""
 # %% auto #0
 __all__ = ['pack_rows', 'packed_batches', 'make_packed_batch', 'SegmentMask', 'segment_cache', 'packed_logits', 'check_packable']
 
-# %% ../nbs/16_packing.ipynb #3c974721
+# %% ../nbs/16_packing.ipynb #04f4e946
 import bisect
 import numpy as np
 import mlx.core as mx
 from .data import TokenizedDataset, Batch
 
-# %% ../nbs/16_packing.ipynb #c7bdb45b
+# %% ../nbs/16_packing.ipynb #1f4b35ca
 def pack_rows(lengths, # Token length of every sample
               pack_length:int, # Positions per row
               seed:int=0, epoch:int=0, # Each (seed, epoch) has its own packing
@@ -41,7 +41,7 @@ def packed_batches(lengths, batch_size:int, pack_length:int, seed:int=0, epoch:i
     rows = pack_rows(lengths, pack_length, seed, epoch)
     return [rows[i:i + batch_size] for i in range(0, len(rows), batch_size)]
 
-# %% ../nbs/16_packing.ipynb #a4ef0a52
+# %% ../nbs/16_packing.ipynb #8bbd4335
 def make_packed_batch(ds:TokenizedDataset, rows, pack_length:int, pad_id:int=0)->Batch:
     "Rows of samples of `ds` (lists of indices) as a `Batch` of shape (len(rows), pack_length) with its `segments`."
     R = len(rows)
@@ -59,7 +59,7 @@ def make_packed_batch(ds:TokenizedDataset, rows, pack_length:int, pad_id:int=0)-
     idx = np.concatenate([np.asarray(r) for r in rows]) if R else np.zeros(0, dtype=int)
     return Batch(mx.array(x), mx.array(t), mx.array(m), int(m.sum()), idx, mx.array(seg))
 
-# %% ../nbs/16_packing.ipynb #164aca43
+# %% ../nbs/16_packing.ipynb #f9c4db42
 class SegmentMask:
     "Stands in for a KV cache in an mlx-lm model's attention layers: no caching, offset 0, a block-diagonal causal mask."
     offset = 0
@@ -81,7 +81,7 @@ def packed_logits(model, inputs, segments=None):
     "`model(inputs)`, within segments when `segments` is given."
     return model(inputs) if segments is None else model(inputs, cache=segment_cache(model, segments))
 
-# %% ../nbs/16_packing.ipynb #8c13fddf
+# %% ../nbs/16_packing.ipynb #dc1bb619
 def check_packable(model, rtol:float|None=None):
     "Refuse a model whose outputs change when samples are packed (absolute positions, recurrence, a mask it ignores)."
     name = getattr(getattr(model, 'args', None), 'model_type', type(model).__name__)
