@@ -63,8 +63,8 @@ def main():
     if a.worker:
         print(json.dumps(worker(json.loads(a.worker)))); return
     import mlx.core as mx
-    train_args = {k: json.loads(v) if v[:1] in '0123456789-[{tfn' else v for k, v in (kv.split('=', 1) for kv in a.train_args)}
-    train_args = {k: {'True': True, 'False': False}.get(v, v) for k, v in train_args.items()}
+    from memory_probe import parse_kv
+    train_args = parse_kv(a.train_args)
     print(f'# QLoRA ({a.bits}-bit, group {a.group_size}) vs bf16 LoRA, mlxtune, {a.batch_size}x{a.length}, '
           f'{a.steps} steps ({a.warmup} warm-up), device {mx.default_device()}, mlx {mx.__version__}')
     if train_args: print(f'TrainingArgs for every run: {train_args}')

@@ -200,6 +200,7 @@ class FuseArgs:
     adapter_path: str = 'adapters' # Adapter directory to fuse
     save_path: str = 'fused_model' # Where to write the fused model (Hugging Face format)
     requantize: bool = False # Round the fused weights back onto a quantized base's grid (and report what survives)
+    dtype: str = 'keep' # The fused model's dtype: 'keep' the checkpoint's own, or 'float32' / 'bfloat16' / 'float16'
 
 def fuse_cmd(argv=None):
     "Fuse adapters into the model and save it: `mlxtune fuse --model M --adapter-path A --save-path S [--requantize]`."
@@ -209,7 +210,8 @@ def fuse_cmd(argv=None):
     argv = sys.argv[2:] if argv is None else argv
     opts, _ = resolve_options(argv, 'mlxtune fuse', (FuseArgs,), fuse_cmd.__doc__)
     a, = split_options(opts, (FuseArgs,))
-    model, tok, config = load(a.model or tiny_model_path(), a.adapter_path, return_config=True)
+    # not load's 'auto' (float32 on a CPU): a bfloat16 checkpoint fused on a CPU stays bfloat16 unless asked otherwise
+    model, tok, config = load(a.model or tiny_model_path(), a.adapter_path, dtype=a.dtype, return_config=True)
     probe = [tok.encode(p) for p in ('The quick brown fox jumps over the lazy dog.', DEMO_PROMPT)]
     n = min(len(p) for p in probe)
     print(fuse(model, a.requantize, mx.array([p[:n] for p in probe])))

@@ -107,6 +107,19 @@ def test_fuse_then_generate_from_the_fused_model(demo):
                 '--max-tokens', '12', '--temp', '0'], d)
     assert 'The sky is blue.' in peer.stdout, peer.stdout
 
+def test_fuse_dtype(demo):
+    "`--dtype` sets the fused model's dtype; the default keeps the checkpoint's own, also on a CPU (where training computes in float32)."
+    import mlx.core as mx
+    d, _ = demo
+    def dtypes(path): return {str(v.dtype) for f in (d/path).glob('*.safetensors') for v in mx.load(str(f)).values()}
+    run(['mlxtune', 'fuse', '--adapter-path', 'adapters', '--save-path', 'fused16', '--dtype', 'bfloat16'], d)
+    assert dtypes('fused16') == {'mlx.core.bfloat16'}, dtypes('fused16')
+    # a bfloat16 checkpoint as the base (the adapters fused a second time: only the dtype is checked here)
+    run(['mlxtune', 'fuse', '--model', 'fused16', '--adapter-path', 'adapters', '--save-path', 'fused16b'], d)
+    assert dtypes('fused16b') == {'mlx.core.bfloat16'}, dtypes('fused16b')
+    bad = run(['mlxtune', 'fuse', '--adapter-path', 'adapters', '--save-path', 'x', '--dtype', 'half'], d, check=False)
+    assert bad.returncode != 0 and "dtype='half'" in bad.stderr, bad.stderr
+
 def test_mlx_lm_fuse_reads_our_adapters(demo):
     "mlx-lm's own fuse (the peer) takes our adapter directory unchanged; its fused model answers as ours does."
     d, _ = demo
