@@ -40,9 +40,9 @@ DEQUANTIZE_ROWS = 32   # from this many rows on, a quantized base is dequantized
 def _dequantized_product(group_size:int, bits:int, mode:str):
     "x @ dequantize(w).T with a backward pass that dequantizes again instead of keeping the weight."
     def weight(w, s, b, after):
-        # `after` (one element of the activation the product needs) orders the dequantization just before its use:
+        # `after` (the activation the product needs) orders the dequantization just before its use:
         # without it the scheduler may dequantize every layer's weight up front and hold them all at once
-        s = s + (0 * after.reshape(-1)[:1]).astype(s.dtype)
+        s = mx.depends(s, after)
         return mx.dequantize(w, s, b, group_size=group_size, bits=bits, mode=mode)
     @mx.custom_function
     def f(x, w, s, b): return x @ weight(w, s, b, x).astype(x.dtype).T

@@ -6,7 +6,7 @@ Docs: https://example.github.io/mlxtune/quant.html.md"""
 
 # %% auto #0
 __all__ = ['MODES', 'check_quant', 'quant_settings', 'quantizable_layers', 'quantized_layers', 'fit_group_size', 'rtn_quantize',
-           'pack_codes', 'unpack_codes', 'affine_grid', 'affine_codes', 'affine_linear', 'layer_bits',
+           'qdq', 'pack_codes', 'unpack_codes', 'affine_grid', 'affine_codes', 'affine_linear', 'layer_bits',
            'bits_per_weight', 'quantization_config', 'save_quantized', 'dequantize_model', 'perplexity',
            'calibration_texts', 'calibration_data', 'model_blocks', 'block_inputs', 'InputStats', 'output_error',
            'linear_layers', 'run_block', 'capture_stats', 'quantize_by_block']
@@ -21,6 +21,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 from ..lora import dequantized_weight
+from ..losses import token_cross_entropy
 
 # %% ../../nbs/20_quant.ipynb #349cf1e3
 MODES = {'affine': ((2, 3, 4, 5, 6, 8), (32, 64, 128)), 'mxfp4': ((4,), (32,)), 'mxfp8': ((8,), (32,)), 'nvfp4': ((4,), (16,))}
@@ -78,6 +79,10 @@ def rtn_quantize(model, bits:int=4, group_size:int=64, mode:str='affine',
     model.update_modules(tree_unflatten(new))
     mx.eval(model.parameters())
     return len(new)
+
+def qdq(w:mx.array, bits:int, group_size:int, mode:str='affine')->mx.array:
+    "Round-to-nearest of `w`, dequantized: quantize and dequantize with MLX (any mode)."
+    return mx.dequantize(*mx.quantize(w, group_size=group_size, bits=bits, mode=mode), group_size=group_size, bits=bits, mode=mode)
 
 # %% ../../nbs/20_quant.ipynb #6ecd10df
 def pack_codes(q:np.ndarray, bits:int)->mx.array:
@@ -188,9 +193,8 @@ def perplexity(model, tokens:mx.array, batch_size:int=4)->float:
     nll, cnt = 0.0, 0
     for i in range(0, tokens.shape[0], batch_size):
         t = tokens[i:i + batch_size]
-        logits = model(t[:, :-1]).astype(mx.float32)
-        ce = nn.losses.cross_entropy(logits, t[:, 1:], reduction='sum')
-        nll += ce.item(); cnt += t[:, 1:].size
+        nll += token_cross_entropy(model(t[:, :-1]), t[:, 1:]).sum().item()
+        cnt += t[:, 1:].size
     return math.exp(nll / cnt)
 
 # %% ../../nbs/20_quant.ipynb #956fae4a

@@ -16,7 +16,7 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_unflatten
 from .core import check_quant, rtn_quantize, quantized_layers, unpack_codes
-from ..losses import kl_div_loss, js_div_loss
+from ..losses import DISTILL_LOSSES
 
 # %% ../../nbs/23_dwq.ipynb #1045a874
 class _FakeQuant(nn.Module):
@@ -105,12 +105,12 @@ def _windows(tokens, n, L, rng):
 def dwq_train(model, teacher, tokens:mx.array, args:DWQArgs|None=None, log=None, seed:int=0)->list[float]:
     "Train the scales and biases of the quantized `model` to match `teacher` on `tokens` `(n, L)`; the losses."
     args = args or DWQArgs()
-    if args.loss not in ('kl', 'js'): raise ValueError(f"loss={args.loss!r}: choose 'kl' or 'js'")
+    if args.loss not in DISTILL_LOSSES: raise ValueError(f"loss={args.loss!r}: choose one of {list(DISTILL_LOSSES)}")
     L = min(args.train_seq_len, tokens.shape[1])
     if L < 2: raise ValueError(f'calibration windows of {tokens.shape[1]} tokens are too short')
     to_fake_quant(model)
     teacher.freeze()
-    lossf = kl_div_loss if args.loss == 'kl' else js_div_loss
+    lossf = DISTILL_LOSSES[args.loss]
     # Scales differ by orders of magnitude between layers: train log-scales-like steps by normalising each array's
     # update with its own size (Adam on a per-array rescaled parameter).
     size = {k: mx.maximum(mx.abs(v).mean(), 1e-8) for k, v in tree_flatten(model.trainable_parameters())}

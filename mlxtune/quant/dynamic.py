@@ -14,7 +14,8 @@ import numpy as np
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
-from .core import check_quant, quantizable_layers, rtn_quantize, model_blocks
+from .core import check_quant, qdq, quantizable_layers, rtn_quantize, model_blocks
+from ..losses import token_cross_entropy
 
 # %% ../../nbs/24_dynamic.ipynb #c3f82621
 def fisher_diagonal(model, tokens:mx.array, # Calibration ids (n, L)
@@ -25,8 +26,7 @@ def fisher_diagonal(model, tokens:mx.array, # Calibration ids (n, L)
     params = {k: v for k, v in tree_flatten(model.parameters()) if k in names}
     def loss_fn(p, x):
         model.update(tree_unflatten(list(p.items())))
-        logits = model(x[:, :-1]).astype(mx.float32)
-        return nn.losses.cross_entropy(logits, x[:, 1:], reduction='mean')
+        return token_cross_entropy(model(x[:, :-1]), x[:, 1:]).mean()
     grad = mx.grad(loss_fn)
     fisher, nb = {k: mx.zeros(v.shape, dtype=mx.float32) for k, v in params.items()}, 0
     for i in range(0, tokens.shape[0], batch_size):
@@ -48,7 +48,7 @@ def rounding_costs(model, fisher:dict, options:list[tuple[int, int]])->tuple[lis
         row = []
         for b, g in options:
             if w.shape[-1] % g: row.append(np.inf); continue
-            wq = mx.dequantize(*mx.quantize(w, group_size=g, bits=b), group_size=g, bits=b)
+            wq = qdq(w, b, g)
             row.append(mx.sum(fisher[k] * (w - wq) ** 2).item())
         if all(math.isinf(c) for c in row): continue
         paths.append(k); sizes.append(w.size); costs.append(row)

@@ -13,7 +13,7 @@ import numpy as np
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_unflatten
-from .core import (check_quant, fit_group_size, affine_grid, affine_codes, affine_linear, quantize_by_block, linear_layers,
+from .core import (check_quant, qdq, fit_group_size, affine_grid, affine_codes, affine_linear, quantize_by_block, linear_layers,
                                 rtn_quantize, InputStats)
 
 # %% ../../nbs/21_gptq.ipynb #e5195427
@@ -68,8 +68,7 @@ def gptq_weight(w:np.ndarray, # Weight (out, in)
 # %% ../../nbs/21_gptq.ipynb #c303c8bf
 def rtn_weight(w, bits:int=4, group_size:int=64)->np.ndarray:
     "MLX's round-to-nearest of `w`, dequantized (the baseline)."
-    wq = mx.quantize(mx.array(w, dtype=mx.float32), group_size=group_size, bits=bits)
-    return np.array(mx.dequantize(*wq, group_size=group_size, bits=bits), dtype=np.float64)
+    return np.array(qdq(mx.array(w, dtype=mx.float32), bits, group_size), dtype=np.float64)
 
 def dequantize_codes(q, scales, biases, group_size:int)->np.ndarray:
     "`scales * q + biases`, group by group."
