@@ -20,6 +20,7 @@ import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_map
 from .data import TokenizedDataset, batch_order, make_batch
 from .packing import packed_batches, make_packed_batch, check_packable
+from .attention import query_chunked_attention, check_query_chunkable
 from .losses import cross_entropy_loss, chunked_cross_entropy_loss, check_chunkable
 from .adapters import save_adapters, on_cpu
 from .blas import cpu_hint
@@ -50,6 +51,7 @@ class TrainingArgs:
     max_grad_norm: float = 0.0 # Clip the gradient's global norm to this; 0: no clipping
     grad_checkpoint: bool = False # Recompute each block's activations in the backward pass (less memory, ~30% slower)
     loss_chunk_size: int = 0 # Compute the loss this many positions at a time, never forming the full logits; 0: all at once
+    attention_chunk_size: int|None = None # Attend this many query positions at a time, each chunk's scores recomputed in the backward pass (`mlxtune.attention`); 0: all at once; None: 128 on a CPU for Llama-family models, else 0
     pack: bool = False # Pack several samples into each row, each attending only to itself (`mlxtune.packing`)
     pack_length: int|None = None # Positions per packed row; None: the longest sample's, rounded up to a multiple of 8
     pad_multiple: int|None = None # Unpacked batches are padded to a multiple of this; None: 8 on a CPU, 64 on a GPU (each new shape is a compilation)
@@ -87,6 +89,7 @@ class TrainingArgs:
             raise ValueError(f'pad_multiple={self.pad_multiple}: needs pack=False (packed rows have one length) and at least 1')
         if self.pack_length is not None and (not self.pack or self.pack_length < 8):
             raise ValueError(f'pack_length={self.pack_length}: needs pack=True and at least 8 positions')
+        if (self.attention_chunk_size or 0) < 0: raise ValueError(f'attention_chunk_size must be >= 0, got {self.attention_chunk_size}')
         if self.early_stopping_patience < 0: raise ValueError(f'early_stopping_patience must be >= 0, got {self.early_stopping_patience}')
 
 # %% ../nbs/08_trainer.ipynb #b231282c
@@ -220,6 +223,16 @@ def _pad_multiple(args)->int:
     if args.pad_multiple is not None: return args.pad_multiple
     return 8 if on_cpu() else 64
 
+def _attention_chunk_size(args, model)->int:
+    "The query chunk size to train with: the one asked for (checked), or by default 128 on a CPU where the model allows it."
+    if args.attention_chunk_size is not None:
+        if args.attention_chunk_size: check_query_chunkable(model)
+        return args.attention_chunk_size
+    if not on_cpu(): return 0   # measured on an H100: slower than MLX's attention, for no memory gain (bench/RESULTS.md)
+    try: check_query_chunkable(model)
+    except ValueError: return 0   # not a Llama-family attention: the model's own
+    return 128
+
 def _epoch_batches(args, ds, epoch:int)->list:
     "The batches of one epoch: arrays of sample indices, or lists of packed rows."
     if args.pack: return packed_batches(ds.lengths, args.batch_size, _pack_length(args, ds), args.seed, epoch)
@@ -280,6 +293,7 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
         if loss_fn is not cross_entropy_loss: raise ValueError('loss_chunk_size applies to the default cross-entropy loss only')
         check_chunkable(model)
         loss_fn = partial(chunked_cross_entropy_loss, chunk_size=args.loss_chunk_size)
+    attention_chunk = _attention_chunk_size(args, model)
     total = _total_steps(args, train_set)
     st = TrainerState(model, args, total)
     cbs = _callbacks(args, callbacks, log if main else None)
@@ -351,7 +365,7 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
         validate()
         if st.best_step == 0: save()   # the starting point, in case nothing beats it (keep_best)
     t0 = time.perf_counter()
-    with grad_checkpointing(model, args.grad_checkpoint):
+    with grad_checkpointing(model, args.grad_checkpoint), query_chunked_attention(model, attention_chunk):
         while st.step < total and not st.should_stop:
             grads, loss_sum, n_sum = None, 0.0, 0
             for j in range(args.grad_accumulation_steps):

@@ -9,7 +9,7 @@ __all__ = ['in_notebook', 'history_figure', 'LivePlot', 'TrainingControls', 'Bac
            'GenerationTable', 'compare_generations', 'train_panel', 'start_run']
 
 # %% ../nbs/14_widgets.ipynb #16ea0e82
-import base64, io, html
+import base64, io, html, re
 from .callbacks import Callback
 
 # %% ../nbs/14_widgets.ipynb #d95d61bd
@@ -139,7 +139,9 @@ class GenerationTable:
     def __init__(self, rows): self.rows = rows
     def __repr__(self): return '\n\n'.join(f'> {p}\nbase: {b}\nfine-tuned: {a}' for p, b, a in self.rows)
     def _repr_html_(self):
-        esc = lambda s: html.escape(s).replace('\n', '<br>')
+        def esc(s):   # line breaks kept, but a run of blank lines (a base model's usual answer) shown as a count
+            if not s.strip(): return f'<i>[{s.count(chr(10))} line breaks]</i>' if s else '<i>[nothing]</i>'
+            return re.sub(r'(?:<br>){3,}', lambda m: f"<br><i>[{m[0].count('<br>')} line breaks]</i><br>", html.escape(s).replace('\n', '<br>'))
         body = ''.join(f'<tr><td>{esc(p)}</td><td>{esc(b)}</td><td>{esc(a)}</td></tr>' for p, b, a in self.rows)
         return f'<table><thead><tr><th>prompt</th><th>base model</th><th>fine-tuned</th></tr></thead><tbody>{body}</tbody></table>'
 

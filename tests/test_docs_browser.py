@@ -222,7 +222,11 @@ def test_page(tab, path):
     n = len(tab.images())
     assert n >= figures(path), f'{path}: {figures(path)} figures in the notebook, {n} on the page'
     # show_doc names the chapter's own classes without `__main__.` (tools/docs.py's unmain)
-    assert '__main__.' not in pg.locator('main').inner_text(), f'{path}: `__main__.` in the text'
+    text = pg.locator('main').inner_text()
+    assert '__main__.' not in text, f'{path}: `__main__.` in the text'
+    # a widget output reads as a note on a static page, not as its Python repr (tools/docs.py's tidy)
+    widgets = sum('application/vnd.jupyter.widget-view+json' in d for d in outputs(path))
+    assert text.count('An interactive widget') >= widgets and 'children=(' not in text, f'{path}: a widget shown as its repr'
     missing = tab.api_entries(api(path))
     assert not missing, f'{path}: API entries (show_doc) not where the links point: {missing}'
     dead = dead_links(tab)
