@@ -54,12 +54,13 @@ _NEEDED = ('q_proj', 'k_proj', 'v_proj', 'o_proj', 'rope', 'n_heads', 'n_kv_head
 FAMILY = ('mlx_lm.models.llama', 'mlx_lm.models.qwen2', 'mlx_lm.models.qwen3')
 _CLASSES = {}
 
-def _chunked_class(cls, chunk_size:int):
-    "A subclass of the attention layer class `cls` that attends in query chunks."
-    if (cls, chunk_size) not in _CLASSES:
+def _chunked_class(cls, chunk_size:int, min_length:int):
+    "A subclass of the attention layer class `cls` that attends in query chunks (rows longer than `min_length`)."
+    if (cls, chunk_size, min_length) not in _CLASSES:
         def __call__(self, x, mask=None, cache=None):
-            if cache is not None and not isinstance(cache, SegmentMask): return cls.__call__(self, x, mask, cache)   # KV cache
             B, L, _ = x.shape
+            if L <= min_length or (cache is not None and not isinstance(cache, SegmentMask)):   # short rows, a KV cache
+                return cls.__call__(self, x, mask, cache)
             q = self.q_proj(x).reshape(B, L, self.n_heads, -1)
             k = self.k_proj(x).reshape(B, L, self.n_kv_heads, -1)
             v = self.v_proj(x).reshape(B, L, self.n_kv_heads, -1)
@@ -68,9 +69,9 @@ def _chunked_class(cls, chunk_size:int):
             q, k = self.rope(q), self.rope(k)   # a SegmentMask's offset is 0
             o = chunked_attention(q, k, v, self.scale, mask, chunk_size, causal=cache is not None)
             return self.o_proj(o.transpose(0, 2, 1, 3).reshape(B, L, -1))
-        _CLASSES[(cls, chunk_size)] = type(cls.__name__, (cls,), {'__call__': __call__, '__module__': cls.__module__,
-                                                                   '_mlxtune_chunked': cls})
-    return _CLASSES[(cls, chunk_size)]
+        _CLASSES[(cls, chunk_size, min_length)] = type(cls.__name__, (cls,), {'__call__': __call__, '__module__': cls.__module__,
+                                                                               '_mlxtune_chunked': cls})
+    return _CLASSES[(cls, chunk_size, min_length)]
 
 def _model_name(model): return getattr(getattr(model, 'args', None), 'model_type', type(model).__name__)
 
@@ -94,13 +95,14 @@ def _attention_layers(model)->list:
     return atts
 
 class query_chunked_attention:
-    "Context manager: the model's attention layers attend in query chunks of `chunk_size`, inside the `with` only (0: unchanged)."
-    def __init__(self, model, chunk_size:int):
+    "Context manager: the model's attention layers attend in query chunks of `chunk_size` (0: unchanged), inside the `with` only."
+    def __init__(self, model, chunk_size:int,
+                 min_length:int=0): # Rows of at most this many positions attend whole
         if chunk_size < 0: raise ValueError(f'attention_chunk_size must be >= 0, got {chunk_size}')
-        self.layers, self.chunk_size = _attention_layers(model) if chunk_size else [], chunk_size
+        self.layers, self.chunk_size, self.min_length = _attention_layers(model) if chunk_size else [], chunk_size, min_length
     def __enter__(self):
         self.saved = [type(a) for a in self.layers]
-        for a, c in zip(self.layers, self.saved): a.__class__ = _chunked_class(getattr(c, '_mlxtune_chunked', c), self.chunk_size)
+        for a, c in zip(self.layers, self.saved): a.__class__ = _chunked_class(getattr(c, '_mlxtune_chunked', c), self.chunk_size, self.min_length)
         return self
     def __exit__(self, *exc):
         for a, c in zip(self.layers, self.saved): a.__class__ = c

@@ -51,7 +51,7 @@ class TrainingArgs:
     max_grad_norm: float = 0.0 # Clip the gradient's global norm to this; 0: no clipping
     grad_checkpoint: bool = False # Recompute each block's activations in the backward pass (less memory, ~30% slower)
     loss_chunk_size: int = 0 # Compute the loss this many positions at a time, never forming the full logits; 0: all at once
-    attention_chunk_size: int|None = None # Attend this many query positions at a time, each chunk's scores recomputed in the backward pass (`mlxtune.attention`); 0: all at once; None: 128 on a CPU for Llama-family models, else 0
+    attention_chunk_size: int|None = None # Attend this many query positions at a time, each chunk's scores recomputed in the backward pass (`mlxtune.attention`); 0: all at once; None: 128 for rows over 256 positions on a CPU (Llama-family models), else 0
     pack: bool = False # Pack several samples into each row, each attending only to itself (`mlxtune.packing`)
     pack_length: int|None = None # Positions per packed row; None: the longest sample's, rounded up to a multiple of 8
     pad_multiple: int|None = None # Unpacked batches are padded to a multiple of this; None: 8 on a CPU, 64 on a GPU (each new shape is a compilation)
@@ -223,15 +223,15 @@ def _pad_multiple(args)->int:
     if args.pad_multiple is not None: return args.pad_multiple
     return 8 if on_cpu() else 64
 
-def _attention_chunk_size(args, model)->int:
-    "The query chunk size to train with: the one asked for (checked), or by default 128 on a CPU where the model allows it."
+def _attention_chunks(args, model)->tuple[int, int]:
+    "(query chunk size, longest row attended whole) to train with: as asked (checked), or by default chunks of 128 for rows over 256 on a CPU."
     if args.attention_chunk_size is not None:
         if args.attention_chunk_size: check_query_chunkable(model)
-        return args.attention_chunk_size
-    if not on_cpu(): return 0   # measured on an H100: 20-27% slower than MLX's attention, 4-15% less memory (bench/RESULTS.md)
+        return args.attention_chunk_size, 0
+    if not on_cpu(): return 0, 0   # measured on an H100: 20-27% slower than MLX's attention, 4-15% less memory (bench/RESULTS.md)
     try: check_query_chunkable(model)
-    except ValueError: return 0   # not a Llama-family attention: the model's own
-    return 128
+    except ValueError: return 0, 0   # not a Llama-family attention: the model's own
+    return 128, 256   # CPU, 50M model, rows of 256: 4% slower in chunks of 128; rows of 1024: faster, half the memory
 
 def _epoch_batches(args, ds, epoch:int)->list:
     "The batches of one epoch: arrays of sample indices, or lists of packed rows."
@@ -293,7 +293,7 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
         if loss_fn is not cross_entropy_loss: raise ValueError('loss_chunk_size applies to the default cross-entropy loss only')
         check_chunkable(model)
         loss_fn = partial(chunked_cross_entropy_loss, chunk_size=args.loss_chunk_size)
-    attention_chunk = _attention_chunk_size(args, model)
+    attention_chunks = _attention_chunks(args, model)
     total = _total_steps(args, train_set)
     st = TrainerState(model, args, total)
     cbs = _callbacks(args, callbacks, log if main else None)
@@ -365,7 +365,7 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
         validate()
         if st.best_step == 0: save()   # the starting point, in case nothing beats it (keep_best)
     t0 = time.perf_counter()
-    with grad_checkpointing(model, args.grad_checkpoint), query_chunked_attention(model, attention_chunk):
+    with grad_checkpointing(model, args.grad_checkpoint), query_chunked_attention(model, *attention_chunks):
         while st.step < total and not st.should_stop:
             grads, loss_sum, n_sum = None, 0.0, 0
             for j in range(args.grad_accumulation_steps):
