@@ -82,21 +82,30 @@ def packed_logits(model, inputs, segments=None):
     return model(inputs) if segments is None else model(inputs, cache=segment_cache(model, segments))
 
 # %% ../nbs/16_packing.ipynb #dc1bb619
+def _model_name(model)->str: return getattr(getattr(model, 'args', None), 'model_type', type(model).__name__)
+
+def _probe(model):
+    "The input of the model checks: 13 random token ids, and segment ids splitting them into 5 + 8."
+    vocab = getattr(getattr(model, 'args', None), 'vocab_size', 32)
+    return mx.random.randint(0, min(vocab, 1000), (1, 13), key=mx.random.key(0)), mx.array([[1] * 5 + [2] * 8])
+
+def _logits_differ(ref, new, rtol:float|None=None)->float|None:
+    "The largest difference between logits `ref` and `new` when it is more than rounding (relative `rtol`), else None."
+    if rtol is None: rtol = 1e-3 if ref.dtype == mx.float32 else 5e-2   # 16-bit arithmetic: other summation orders round differently
+    ref, new = ref.astype(mx.float32), new.astype(mx.float32)
+    diff = mx.abs(new - ref).max().item()
+    return None if diff <= rtol * max(mx.abs(ref).max().item(), 1.0) else diff
+
 def check_packable(model, rtol:float|None=None):
     "Refuse a model whose outputs change when samples are packed (absolute positions, recurrence, a mask it ignores)."
-    name = getattr(getattr(model, 'args', None), 'model_type', type(model).__name__)
+    name = _model_name(model)
     if not hasattr(model, 'layers'): raise ValueError(f'{name}: packing needs an mlx-lm model with `layers`')
-    vocab = getattr(getattr(model, 'args', None), 'vocab_size', 32)
-    ids = mx.random.randint(0, min(vocab, 1000), (1, 13), key=mx.random.key(0))
+    ids, seg = _probe(model)
     a, b = ids[:, :5], ids[:, 5:]
-    seg = mx.array([[1] * 5 + [2] * 8])
     try: packed = packed_logits(model, ids, seg)
     except Exception as e:
         raise ValueError(f'{name}: packing is not supported: the model does not take a per-sample mask ({type(e).__name__}: {e})') from None
     alone = mx.concatenate([model(a), model(b)], axis=1)
-    diff = mx.abs(packed.astype(mx.float32) - alone.astype(mx.float32)).max().item()
-    scale = max(mx.abs(alone.astype(mx.float32)).max().item(), 1.0)
-    if rtol is None: rtol = 1e-3 if alone.dtype == mx.float32 else 5e-2   # 16-bit arithmetic: other summation orders round differently
-    if not diff <= rtol * scale:
+    if (diff := _logits_differ(alone, packed, rtol)) is not None:
         raise ValueError(f'{name}: packing changes the outputs (largest difference {diff:.3g}): the model uses absolute '
                          'positions, state across tokens, or ignores the mask; train without pack')

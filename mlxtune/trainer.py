@@ -20,7 +20,7 @@ import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_map
 from .data import TokenizedDataset, batch_order, make_batch
 from .packing import packed_batches, make_packed_batch, check_packable
-from .attention import query_chunked_attention, check_query_chunkable
+from .attention import query_chunked_attention, check_query_chunkable, recompute_in_backward
 from .losses import cross_entropy_loss, chunked_cross_entropy_loss, check_chunkable
 from .adapters import save_adapters, on_cpu
 from .blas import cpu_hint
@@ -166,19 +166,10 @@ def _checkpointed(cls):
         def __call__(self, x, *args, **kwargs):
             # Only the parameters and the hidden states are differentiated: the mask, cache and the like are constants
             # (MLX's fused attention has no gradient with respect to a mask array, which packed rows pass).
-            def run(params, x):
+            def run(x, params):
                 self.update(params)
                 return cls.__call__(self, x, *args, **kwargs)
-            @mx.custom_function
-            def block(params, x): return run(params, x)
-            @block.vjp
-            def block_vjp(primals, cotangent, output):
-                params, x = primals
-                # recompute the block only once the gradient from the blocks above has arrived: otherwise MLX may
-                # schedule every block's recomputation early, and all their activations are alive together again
-                x = mx.depends(x, cotangent)
-                return mx.grad(lambda p, x: (run(p, x) * cotangent).sum(), argnums=(0, 1))(params, x)
-            return block(self.trainable_parameters(), x)
+            return recompute_in_backward(run)(x, self.trainable_parameters())
         _CKPT_CLASSES[cls] = type(cls.__name__, (cls,), {'__call__': __call__, '__module__': cls.__module__, '_mlxtune_checkpointed': True})
     return _CKPT_CLASSES[cls]
 
