@@ -40,7 +40,7 @@ class _null:
     def __exit__(self, *exc): pass
 
 def model_dir(name, seed=0):
-    a = argparse.Namespace(cache_dir='~/.cache/mlxtune/bench', seed=seed, tokens='auto', dtype='float32')
+    a = argparse.Namespace(cache_dir='~/.cache/mlxtune/bench', seed=seed, tokens='auto', dtype=DTYPE[0])
     return B.prepare_model(name, a)[0]
 
 def fixed_rows(vocab, n, length, seed=0):

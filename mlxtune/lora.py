@@ -6,9 +6,10 @@ Docs: https://example.github.io/mlxtune/lora.html.md"""
 
 # %% auto #0
 __all__ = ['QUANTIZED', 'DEQUANTIZE_ROWS', 'ADAPTERS', 'FINE_TUNE_TYPES', 'dequantized_weight', 'weight_shape', 'base_product',
-           'LoRALinear', 'DoRALinear', 'LoRAEmbedding', 'DoRAEmbedding', 'LoRASwitchLinear', 'adapter_for', 'base_of',
-           'LoraArgs', 'chosen_blocks', 'target_paths', 'pissa_init', 'adapter_state', 'restore_adapter_state',
-           'apply_lora', 'merged_layer', 'unwrap', 'adapters_off', 'merge', 'TrainableSummary', 'trainable_summary']
+           'factors', 'rows', 'LoRALinear', 'DoRALinear', 'LoRAEmbedding', 'DoRAEmbedding', 'LoRASwitchLinear',
+           'adapter_for', 'base_of', 'LoraArgs', 'chosen_blocks', 'target_paths', 'pissa_init', 'adapter_state',
+           'restore_adapter_state', 'apply_lora', 'merged_layer', 'unwrap', 'adapters_off', 'merge', 'TrainableSummary',
+           'trainable_summary']
 
 # %% ../nbs/02_lora.ipynb #5e78f89c
 import functools, math, re
@@ -60,6 +61,17 @@ def base_product(linear, x):
     y = _dequantized_product(linear.group_size, linear.bits, 'affine')(x, linear.weight, linear.scales, linear.biases)
     return y + linear.bias if 'bias' in linear else y
 
+# %% ../nbs/02_lora.ipynb #410512ed
+def factors(layer, dtype)->tuple:
+    "`layer`'s `(lora_a, lora_b)` in the dtype its products run in beside values of `dtype`: bfloat16 there, else their own."
+    if dtype != mx.bfloat16: return layer.lora_a, layer.lora_b
+    return layer.lora_a.astype(dtype), layer.lora_b.astype(dtype)
+
+def rows(layer, ids, dtype)->mx.array:
+    "Rows `ids` of an embedding adapter's `lora_a`, gathered in its own dtype, then cast as `factors` casts."
+    a = layer.lora_a[ids]
+    return a.astype(dtype) if dtype == mx.bfloat16 else a
+
 # %% ../nbs/02_lora.ipynb #a016b675
 class LoRALinear(nn.Module):
     "A frozen linear layer plus a trainable low-rank update `scale * (x @ lora_a) @ lora_b`."
@@ -78,7 +90,8 @@ class LoRALinear(nn.Module):
         return self.scale * (self.lora_a @ self.lora_b).T
 
     def __call__(self, x):
-        z = (self.dropout(x) @ self.lora_a) @ self.lora_b
+        a, b = factors(self, x.dtype)
+        z = (self.dropout(x) @ a) @ b
         return base_product(self.linear, x) + (self.scale * z).astype(x.dtype)
 
 class DoRALinear(LoRALinear):
@@ -102,7 +115,8 @@ class DoRALinear(LoRALinear):
         base = base_product(self.linear, x)
         bias = self.linear.bias if 'bias' in self.linear else None
         y = base - bias if bias is not None else base
-        z = (self.dropout(x) @ self.lora_a) @ self.lora_b
+        a, b = factors(self, x.dtype)
+        z = (self.dropout(x) @ a) @ b
         out = y + (self.scale * z).astype(x.dtype)
         out = (self.m / mx.stop_gradient(self.adapted_norm())).astype(x.dtype) * out
         return out + bias if bias is not None else out
@@ -125,10 +139,11 @@ class LoRAEmbedding(nn.Module):
 
     def __call__(self, x):
         y = self.embedding(x)
-        return y + (self.scale * self.dropout(self.lora_a[x] @ self.lora_b)).astype(y.dtype)
+        return y + (self.scale * self.dropout(rows(self, x, y.dtype) @ factors(self, y.dtype)[1])).astype(y.dtype)
 
     def as_linear(self, x):
-        z = (self.dropout(x) @ self.lora_b.T) @ self.lora_a.T
+        a, b = factors(self, x.dtype)
+        z = (self.dropout(x) @ b.T) @ a.T
         return self.embedding.as_linear(x) + (self.scale * z).astype(x.dtype)
 
 class DoRAEmbedding(LoRAEmbedding):
@@ -139,14 +154,15 @@ class DoRAEmbedding(LoRAEmbedding):
 
     def __call__(self, x):
         y = self.embedding(x)
-        z = (self.scale * self.lora_a[x] @ self.lora_b).astype(y.dtype)
+        z = (self.scale * rows(self, x, y.dtype) @ factors(self, y.dtype)[1]).astype(y.dtype)
         denom = mx.stop_gradient(mx.linalg.norm((y + z).astype(mx.float32), axis=-1))
         return (self.m[x] / denom)[..., None].astype(y.dtype) * (y + self.dropout(z))
 
     def as_linear(self, x):
         w = dequantized_weight(self.embedding).astype(mx.float32) + self.delta()
         denom = mx.stop_gradient(mx.linalg.norm(w, axis=1))
-        out = self.embedding.as_linear(x) + (self.scale * ((self.dropout(x) @ self.lora_b.T) @ self.lora_a.T)).astype(x.dtype)
+        a, b = factors(self, x.dtype)
+        out = self.embedding.as_linear(x) + (self.scale * ((self.dropout(x) @ b.T) @ a.T)).astype(x.dtype)
         return (self.m / denom).astype(x.dtype) * out
 
 # %% ../nbs/02_lora.ipynb #cbd7663f
@@ -167,8 +183,9 @@ class LoRASwitchLinear(nn.Module):
 
     def __call__(self, x, indices, sorted_indices=False):
         y = self.linear(x, indices, sorted_indices=sorted_indices)
-        z = mx.gather_mm(self.dropout(x), self.lora_a.swapaxes(-1, -2), rhs_indices=indices, sorted_indices=sorted_indices)
-        z = mx.gather_mm(z, self.lora_b.swapaxes(-1, -2), rhs_indices=indices, sorted_indices=sorted_indices)
+        a, b = factors(self, x.dtype)
+        z = mx.gather_mm(self.dropout(x), a.swapaxes(-1, -2), rhs_indices=indices, sorted_indices=sorted_indices)
+        z = mx.gather_mm(z, b.swapaxes(-1, -2), rhs_indices=indices, sorted_indices=sorted_indices)
         return y + (self.scale * z).astype(x.dtype)
 
 ADAPTERS = (LoRALinear, LoRAEmbedding, LoRASwitchLinear)
