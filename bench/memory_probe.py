@@ -33,7 +33,7 @@ def worker(spec):
     mod = {'llama': llama, 'qwen2': qwen2}[cfg['model_type']]
     mx.random.seed(0)
     model = mod.Model(mod.ModelArgs.from_dict(cfg))
-    model.set_dtype(mx.bfloat16)
+    model.set_dtype(getattr(mx, spec['dtype']))
     mx.eval(model.parameters())
     apply_lora(model, LoraArgs(r=8, lora_alpha=16, target_modules='all-linear'))
     rng = np.random.default_rng(0)
@@ -60,15 +60,17 @@ def main():
     ap.add_argument('--steps', type=int, default=15)
     ap.add_argument('--warmup', type=int, default=5)
     ap.add_argument('--configs', nargs='+', default=[''], help='each a space-separated list of TrainingArgs KEY=VALUE')
+    ap.add_argument('--dtype', default=None, help='model dtype (default: bfloat16 on a GPU, float32 on a CPU, where 16-bit products do not go through BLAS)')
     ap.add_argument('--worker', default=None)
     a = ap.parse_args()
     if a.worker: print(json.dumps(worker(json.loads(a.worker)))); return
     import mlx.core as mx
-    print(f'# {a.model}, {a.data} data, batch {a.batch_size}, length {a.length}, {a.steps} steps ({a.warmup} warm-up), {mx.default_device()}, mlx {mx.__version__}')
+    a.dtype = a.dtype or ('bfloat16' if mx.default_device().type == mx.gpu else 'float32')
+    print(f'# {a.model}, {a.data} data, batch {a.batch_size}, length {a.length}, {a.steps} steps ({a.warmup} warm-up), {a.dtype} on {mx.default_device()}, mlx {mx.__version__}')
     print(f'command: python bench/memory_probe.py {" ".join(sys.argv[1:])}\n')
     print('| TrainingArgs | trained tokens/s | peak GB (training) | weights GB |\n|---|---|---|---|')
     for c in a.configs:
-        spec = dict(model=a.model, data=a.data, length=a.length, batch_size=a.batch_size, steps=a.steps, warmup=a.warmup,
+        spec = dict(model=a.model, data=a.data, length=a.length, batch_size=a.batch_size, steps=a.steps, warmup=a.warmup, dtype=a.dtype,
                     train_args=parse_kv(c.split()))
         out = subprocess.run([sys.executable, __file__, '--worker', json.dumps(spec)], capture_output=True, text=True)
         if out.returncode: print(f'| {c} | failed: {out.stderr.strip().splitlines()[-1][:200]} | | |', flush=True); continue
