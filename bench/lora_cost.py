@@ -7,8 +7,8 @@ One model (a named shape of `tuner_vs_mlxlm.py` with random weights, or a model 
 tokens; every variant is one compiled call (loss and gradients of the adapters, as the trainer's `micro_step`),
 timed round-robin over `--rounds` rounds of `--steps` calls each (medians), with the peak memory of one call;
 gradients and loss are compared with `lora`'s, or with `--reference` with those of the same model and adapters in
-float32 (the truth that both 16-bit ways of computing approximate). The variants swap the class of every `LoRALinear` for the run (an experiment here, not in
-the library):
+float32 (the truth that both 16-bit ways of computing approximate). The variants swap the class of every
+`LoRALinear` for the run (an experiment here, not in the library):
 
 - `lora`: mlxtune's `LoRALinear` (float32 adapters, products in bfloat16 beside a bfloat16 model: `lora.factors`).
 - `lora32`: the products in float32, as mlx-lm's LoRA layer computes them (`x @ A` promotes a 16-bit input).
@@ -18,7 +18,7 @@ the library):
   backward pass still runs through every block: the time a step would take if LoRA's products were free.
 - `forward`: `lora`'s loss without gradients.
 
-Also printed: the bf16 GEMM rate of the model's largest product at this batch (the ceiling of any step).
+Also printed: the GEMM rate (in the model's dtype) of the model's MLP product at this batch (the ceiling of any step).
 """
 import argparse, json, statistics, sys, time
 from pathlib import Path
