@@ -9,8 +9,10 @@
 
 - `ab`: each tool's own `train` on the same fixed-length rows (same padded shape in both), alternating in one
   process: the steady-state step time of the two training loops, without process-to-process variation.
-- `step`: one model and batch through three step structures, round-robin: mlxtune's (a compiled loss-and-gradient
-  call, an eval, `.item()`, a compiled update, an eval), one compiled call with mlxtune's loss, one with mlx-lm's.
+- `step`: one model and batch through four step structures, round-robin: mlxtune's with gradient accumulation (a
+  compiled loss-and-gradient call, an eval, `.item()`, a compiled update, an eval), mlxtune's for one micro-batch per
+  update (one compiled call that keeps the old weights where the loss is not finite), one compiled call with mlxtune's
+  loss and no such select, one with mlx-lm's.
 - `compile`: one run of each tool's own `train` over batches of several distinct lengths, a few batches of each,
   in the tool's own random order; the first step at a shape traces and compiles the step for it, the later ones
   reuse it, so `first - median(later)` is the cost of one more distinct batch shape (mlxtune pads inputs to a
@@ -198,9 +200,11 @@ def cmd_memory(a):
         mx.clear_cache()
 
 def cmd_step(a):
-    """The same model and batch through three step structures, round-robin in one process: mlxtune's (a compiled
-    loss-and-gradient call, an eval, `.item()`, a second compiled call for the update, an eval), one compiled call
-    doing both with mlxtune's loss, and one with mlx-lm's loss (its `default_loss` over `(offset, length)` pairs)."""
+    """The same model and batch through four step structures, round-robin in one process: mlxtune's with gradient
+    accumulation (a compiled loss-and-gradient call, an eval, `.item()`, a second compiled call for the update, an
+    eval), mlxtune's for one micro-batch (one call, the update kept only where the loss is finite), one compiled call
+    doing both with mlxtune's loss without that select, and one with mlx-lm's loss (its `default_loss` over
+    `(offset, length)` pairs)."""
     from functools import partial
     import mlx.nn as nn, mlx.optimizers as optim
     from mlx.utils import tree_map
@@ -235,13 +239,24 @@ def cmd_step(a):
         opt.update(model, tree_map(lambda v: v / mx.maximum(n, 1), g)); return l, n
     def one_call():
         l, n = fused(inputs, targets, mask); mx.eval(state, l, n)
+    @partial(mx.compile, inputs=state, outputs=state)
+    def guarded(i, t, k):
+        (l, n), g = lg(model, i, t, k)
+        before = tree_map(lambda v: v, (model.trainable_parameters(), opt.state))
+        opt.update(model, tree_map(lambda v: v / mx.maximum(n, 1), g))
+        keep = lambda new, old: mx.where(mx.isfinite(l), new, old)
+        model.update(tree_map(keep, model.trainable_parameters(), before[0])); opt.state.update(tree_map(keep, dict(opt.state), before[1]))
+        return l, n
+    def guarded_call():
+        l, n = guarded(inputs, targets, mask); mx.eval(state, l, n); l.item(); n.item()
     lg2 = nn.value_and_grad(model, default_loss)
     @partial(mx.compile, inputs=state, outputs=state)
     def fused_peer(b, le):
         (l, n), g = lg2(model, b, le); opt.update(model, g); return l, n
     def peer_call():
         l, n = fused_peer(x, lengths); mx.eval(state, l, n)
-    variants = [("mlxtune's structure (2 compiled calls, 2 evals)", two_calls),
+    variants = [("2 compiled calls, 2 evals (mlxtune's with gradient accumulation)", two_calls),
+                ("one compiled call with the finite-loss select (mlxtune's for one micro-batch)", guarded_call),
                 ('one compiled call, mlxtune loss', one_call), ("one compiled call, mlx-lm's default_loss", peer_call)]
     times = {k: [] for k, _ in variants}
     for k, f in variants: f(); f()   # compile and warm up
