@@ -6,15 +6,16 @@ Docs: https://example.github.io/mlxtune/lora.html.md"""
 
 # %% auto #0
 __all__ = ['QUANTIZED', 'DEQUANTIZE_ROWS', 'ADAPTERS', 'FINE_TUNE_TYPES', 'dequantized_weight', 'weight_shape', 'base_product',
-           'factors', 'rows', 'LoRALinear', 'DoRALinear', 'LoRAEmbedding', 'DoRAEmbedding', 'LoRASwitchLinear',
-           'adapter_for', 'base_of', 'LoraArgs', 'chosen_blocks', 'target_paths', 'pissa_init', 'adapter_state',
-           'restore_adapter_state', 'apply_lora', 'merged_layer', 'unwrap', 'adapters_off', 'merge', 'TrainableSummary',
-           'trainable_summary']
+           'factors', 'rows', 'Dropout', 'draws_dropout', 'replay_random', 'LoRALinear', 'DoRALinear', 'LoRAEmbedding',
+           'DoRAEmbedding', 'LoRASwitchLinear', 'adapter_for', 'base_of', 'LoraArgs', 'chosen_blocks', 'target_paths',
+           'pissa_init', 'adapter_state', 'restore_adapter_state', 'apply_lora', 'merged_layer', 'unwrap',
+           'adapters_off', 'merge', 'TrainableSummary', 'trainable_summary']
 
 # %% ../nbs/02_lora.ipynb #5e78f89c
 import functools, math, re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Callable
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
@@ -72,6 +73,29 @@ def rows(layer, ids, dtype)->mx.array:
     a = layer.lora_a[ids]
     return a.astype(dtype) if dtype == mx.bfloat16 else a
 
+# %% ../nbs/02_lora.ipynb #d1609b29
+_REPLAY_KEYS = []   # keys of the `replay_random` calls in progress, innermost last
+
+class Dropout(nn.Dropout):
+    "`nn.Dropout` whose masks come from the key of the `replay_random` call in progress, if any."
+    def __call__(self, x):
+        if not _REPLAY_KEYS or self._p_1 == 1 or not self.training: return super().__call__(x)
+        _REPLAY_KEYS[-1], key = mx.random.split(_REPLAY_KEYS[-1])
+        return (mx.random.bernoulli(self._p_1, x.shape, key=key) * x) * (1 / self._p_1)
+
+def draws_dropout(module)->bool:
+    "Whether `module` holds a `Dropout` (of the adapters) that drops anything in its current mode."
+    return any(isinstance(m, Dropout) and m._p_1 < 1 and m.training for m in module.modules())
+
+def replay_random(fn:Callable)->Callable:
+    "`fn` whose adapters' dropout masks are drawn from one key, taken now: every call draws the same masks."
+    key = mx.random.randint(0, 2**31 - 1, (2,)).astype(mx.uint32)   # a key, drawn from (and advancing) MLX's random state
+    def run(*args, **kwargs):
+        _REPLAY_KEYS.append(key)
+        try: return fn(*args, **kwargs)
+        finally: _REPLAY_KEYS.pop()
+    return run
+
 # %% ../nbs/02_lora.ipynb #a016b675
 class LoRALinear(nn.Module):
     "A frozen linear layer plus a trainable low-rank update `scale * (x @ lora_a) @ lora_b`."
@@ -80,7 +104,7 @@ class LoRALinear(nn.Module):
         if r < 1: raise ValueError(f'LoRA rank r must be >= 1, got {r}')
         out, inp = weight_shape(linear)
         self.linear, self.scale, self.r = linear, scale, r
-        self.dropout = nn.Dropout(p=dropout)
+        self.dropout = Dropout(p=dropout)
         bound = 1 / math.sqrt(inp)
         self.lora_a = mx.random.uniform(-bound, bound, (inp, r))
         self.lora_b = mx.zeros((r, out))
@@ -128,7 +152,7 @@ class LoRAEmbedding(nn.Module):
         super().__init__()
         n, dims = weight_shape(embedding)
         self.embedding, self.scale, self.r = embedding, scale, r
-        self.dropout = nn.Dropout(p=dropout)
+        self.dropout = Dropout(p=dropout)
         bound = 1 / math.sqrt(n)
         self.lora_a = mx.random.uniform(-bound, bound, (n, r))
         self.lora_b = mx.zeros((r, dims))
@@ -172,7 +196,7 @@ class LoRASwitchLinear(nn.Module):
         super().__init__()
         e, out, inp = weight_shape(linear)
         self.linear, self.scale, self.r = linear, scale, r
-        self.dropout = nn.Dropout(p=dropout)
+        self.dropout = Dropout(p=dropout)
         bound = 1 / math.sqrt(inp)
         self.lora_a = mx.random.uniform(-bound, bound, (e, r, inp))
         self.lora_b = mx.zeros((e, out, r))

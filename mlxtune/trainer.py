@@ -24,7 +24,7 @@ from .attention import query_chunked_attention, check_query_chunkable, recompute
 from .losses import cross_entropy_loss, chunked_cross_entropy_loss, check_chunkable
 from .adapters import save_adapters, on_cpu
 from .blas import cpu_hint
-from .lora import restore_adapter_state
+from .lora import restore_adapter_state, Dropout, draws_dropout, replay_random
 from .optim import lr_schedule, make_optimizer, SCHEDULES, OPTIMIZERS
 from .callbacks import Callback, PrintLogger, ProgressBar, WandbLogger
 from . import checkpoints as ckpt
@@ -169,22 +169,22 @@ def _checkpointed(cls):
             def run(x, params):
                 self.update(params)
                 return cls.__call__(self, x, *args, **kwargs)
-            return recompute_in_backward(run)(x, self.trainable_parameters())
+            return recompute_in_backward(replay_random(run) if draws_dropout(self) else run)(x, self.trainable_parameters())
         _CKPT_CLASSES[cls] = type(cls.__name__, (cls,), {'__call__': __call__, '__module__': cls.__module__, '_mlxtune_checkpointed': True})
     return _CKPT_CLASSES[cls]
 
-def _active_dropout(model)->float:
-    "The largest dropout probability in `model` (0 if none)."
-    ps = [round(1 - m._p_1, 6) for _, m in model.named_modules() if isinstance(m, nn.Dropout)]
+def _unreplayable_dropout(model)->float:
+    "The largest probability of `model`'s dropout layers that are not the adapters' (which replay their masks); 0 if none."
+    ps = [round(1 - m._p_1, 6) for _, m in model.named_modules() if isinstance(m, nn.Dropout) and not isinstance(m, Dropout)]
     return max(ps, default=0.0)
 
 class grad_checkpointing:
     "Context manager: the model's blocks recompute their activations in the backward pass, inside the `with` only."
     def __init__(self, model, enabled:bool=True): self.model, self.blocks, self.enabled = model, list(model.layers) if enabled else [], enabled
     def __enter__(self):
-        if self.enabled and (p := _active_dropout(self.model)):
-            raise ValueError(f'grad_checkpoint with dropout (p={p}) would recompute each block with new dropout masks and '
-                             'train on wrong gradients: set lora_dropout=0 or grad_checkpoint=False')
+        if self.enabled and (p := _unreplayable_dropout(self.model)):
+            raise ValueError(f"grad_checkpoint with the model's own dropout layers (p={p}) would recompute each block with new "
+                             "masks and train on wrong gradients: turn them off (the adapters' lora_dropout is fine) or set grad_checkpoint=False")
         self.saved = [type(b) for b in self.blocks]
         for b, c in zip(self.blocks, self.saved):
             if not getattr(c, '_mlxtune_checkpointed', False): b.__class__ = _checkpointed(c)
