@@ -5,6 +5,7 @@
     python bench/profile_tuner.py --model 50m --batch-size 1 compile --lengths 32 64 96 128 160 192 224 256
     python bench/profile_tuner.py --model 50m --batch-size 4 memory --length 1024 --chunks 256 --steps 1
     python bench/profile_tuner.py --model 50m --batch-size 4 --dtype bfloat16 memory --length 128 --chunks 32 64 --basic
+    python bench/profile_tuner.py --model 50m --batch-size 4 dropout --length 256 --steps 8 --rounds 2
     python bench/profile_tuner.py host --samples 500 10000 100000
 
 - `ab`: each tool's own `train` on the same fixed-length rows (same padded shape in both), alternating in one
@@ -23,6 +24,8 @@
   backward pass, or computed in query chunks each under `mx.checkpoint`. It prints the sizes of the arrays that
   dominate: the logits (B, L, V) and every block's attention scores (B, heads, L, L), which MLX's CPU attention
   keeps for the backward pass.
+- `dropout`: mlxtune's `train` with and without gradient checkpointing, each with and without the adapters'
+  dropout (whose masks the checkpointed blocks replay), round-robin.
 - `host`: what mlxtune's trainer does per step outside the model: `batch_order` (recomputed for every step) and
   `make_batch`, against the dataset size.
 """
@@ -90,7 +93,7 @@ def ce_in_logits_dtype(model, inputs, targets, mask):
     n = mask.sum()
     return ce.astype(mx.float32).sum() / mx.maximum(n, 1), n
 
-def run_mlxtune(path, rows, batch, steps, keys, attention_recompute=False, attention_chunk=0, loss_fn=None, **extra):
+def run_mlxtune(path, rows, batch, steps, keys, attention_recompute=False, attention_chunk=0, loss_fn=None, lora_dropout=0.0, **extra):
     "Train with mlxtune on `rows` (every token trained); per-step times and the peak memory."
     from mlxtune.adapters import load
     from mlxtune.lora import LoraArgs, apply_lora
@@ -98,7 +101,7 @@ def run_mlxtune(path, rows, batch, steps, keys, attention_recompute=False, atten
     import mlxtune.trainer as T
     from mlxtune.callbacks import Callback
     model, _ = load(str(path), dtype=DTYPE[0])
-    apply_lora(model, LoraArgs(r=8, lora_alpha=16, target_modules=keys))
+    apply_lora(model, LoraArgs(r=8, lora_alpha=16, target_modules=keys, lora_dropout=lora_dropout))
     if attention_recompute: recompute_attention(model)
     ds = TokenizedDataset(rows, [[True] * len(r) for r in rows], [''] * len(rows), 'text')
     ts, shapes, orig = [], [], T.make_batch
@@ -286,6 +289,21 @@ def cmd_ab(a):
     print(f"\n{a.model}, batch {a.batch_size} x {a.length}: median step mlxtune {m['mlxtune']:.4f} s, mlx-lm {m['mlx-lm']:.4f} s, "
           f"mlxtune / mlx-lm speed {m['mlx-lm'] / m['mlxtune']:.3f}x")
 
+def cmd_dropout(a):
+    "mlxtune's `train` with and without gradient checkpointing, with and without the adapters' dropout, round-robin: what replaying the masks costs."
+    path = model_dir(a.model)
+    keys = B.block_linear_keys(path)
+    rows = fixed_rows(B.model_dims(path)['vocab'], a.batch_size * a.steps, a.length + 1)
+    variants = [(ck, p) for ck in (False, True) for p in (0.0, a.p)]
+    times, peaks = {v: [] for v in variants}, {v: [] for v in variants}
+    for _ in range(a.rounds):
+        for ck, p in variants:
+            dt, _, peak = run_mlxtune(path, rows, a.batch_size, a.steps, keys, lora_dropout=p, grad_checkpoint=ck)
+            times[(ck, p)] += list(dt[2:]); peaks[(ck, p)].append(peak)
+    print(f'{a.model} ({DTYPE[0]}), batch {a.batch_size} x {a.length}: {a.rounds} rounds of {a.steps} steps per variant\n')
+    print('| grad_checkpoint | lora_dropout | median step (s) | peak GB |\n|---|---|---|---|')
+    for v in variants: print(f'| {v[0]} | {v[1]} | {statistics.median(times[v]):.4f} | {max(peaks[v]):.3f} |')
+
 def cmd_host(a):
     from mlxtune.data import TokenizedDataset, batch_order, make_batch
     print('| samples | batch_order per call (ms) | make_batch 8 x ~512 (ms) |\n|---|---|---|')
@@ -316,9 +334,11 @@ def main():
     st.add_argument('--rounds', type=int, default=3)
     ab = sub.add_parser('ab'); ab.add_argument('--length', type=int, default=256); ab.add_argument('--steps', type=int, default=8)
     ab.add_argument('--rounds', type=int, default=3)
+    d = sub.add_parser('dropout'); d.add_argument('--length', type=int, default=256); d.add_argument('--steps', type=int, default=8)
+    d.add_argument('--rounds', type=int, default=2); d.add_argument('--p', type=float, default=0.1)
     h = sub.add_parser('host'); h.add_argument('--samples', type=int, nargs='+', default=[500, 10_000, 100_000])
     a = ap.parse_args()
     DTYPE[0] = a.dtype
-    {'compile': cmd_compile, 'memory': cmd_memory, 'host': cmd_host, 'step': cmd_step, 'ab': cmd_ab}[a.cmd](a)
+    {'compile': cmd_compile, 'memory': cmd_memory, 'host': cmd_host, 'step': cmd_step, 'ab': cmd_ab, 'dropout': cmd_dropout}[a.cmd](a)
 
 if __name__ == '__main__': main()
