@@ -23,7 +23,6 @@ CHROMIUM = '/usr/bin/chromium'     # Debian's package (`apt-get install chromium
 # Playwright adds a fresh --user-data-dir (a temporary directory) itself.
 ARGS = ['--headless', '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
         '--disable-component-update', '--disable-sync']
-WEB_FONTS = 'https://fonts.googleapis.com/css'   # the theme's web font: the one request allowed to leave the site
 
 def html_path(nb):
     "Where the site puts notebook `nb` (a path under nbs/): tools/docs.py names pages as Quarto does (00_data -> data.html)."
@@ -110,13 +109,11 @@ class Tab:
         self.ctx = browser.new_context(viewport={'width': 1280, 'height': 900})
         self.page = pg = self.ctx.new_page()
         pg.set_default_timeout(10_000)
-        # the site must be self-contained (offline readers, offline CI): a request that leaves it is a failure, but
-        # for the theme's web font (Bootswatch cosmo @imports Source Sans Pro from Google Fonts; offline, the page
-        # falls back to the system's sans-serif): answered here with an empty stylesheet.
+        # the site must be self-contained (offline readers, offline CI, no third-party requests): a request that leaves
+        # it is a failure (tools/docs.py drops the theme's Google Fonts @import; the theme falls back to system fonts)
         def route(r):
             url = r.request.url
             if url.startswith((base, 'data:')): r.continue_()
-            elif url.startswith(WEB_FONTS): r.fulfill(status=200, content_type='text/css', body='')
             else: self.problems.append(f'request outside the site: {url}'); r.abort()
         self.ctx.route('**/*', route)
         pg.on('console', lambda m: m.type == 'error' and self.problems.append(f'console error: {m.text} at {m.location}'))
