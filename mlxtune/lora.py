@@ -87,8 +87,9 @@ def draws_dropout(module)->bool:
     "Whether `module` holds a `Dropout` (of the adapters) that drops anything in its current mode."
     return any(isinstance(m, Dropout) and m._p_1 < 1 and m.training for m in module.modules())
 
-def replay_random(fn:Callable)->Callable:
-    "`fn` whose adapters' dropout masks are drawn from one key, taken now: every call draws the same masks."
+def replay_random(fn:Callable, module)->Callable:
+    "`fn` (which runs `module`) with the adapters' dropout masks drawn from one key, taken now: every call draws the same masks."
+    if not draws_dropout(module): return fn   # nothing to replay: MLX's random state is left alone
     key = mx.random.randint(0, 2**31 - 1, (2,)).astype(mx.uint32)   # a key, drawn from (and advancing) MLX's random state
     def run(*args, **kwargs):
         _REPLAY_KEYS.append(key)

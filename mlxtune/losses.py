@@ -13,7 +13,7 @@ import math
 import mlx.core as mx
 import mlx.nn as nn
 from .packing import packed_logits, segment_cache
-from .lora import replay_random, draws_dropout
+from .lora import replay_random
 
 # %% ../nbs/04_losses.ipynb #b65cef10
 def token_cross_entropy(logits, targets):
@@ -53,7 +53,7 @@ def chunked_cross_entropy_loss(model, inputs, targets, mask, segments=None, chun
         def f(p, hc):
             module.update(p)
             return (token_cross_entropy(head(hc), tc) * mc).sum()
-        return mx.checkpoint(replay_random(f) if draws_dropout(module) else f)   # an adapted head's dropout: the same masks twice
+        return mx.checkpoint(replay_random(f, module))   # an adapted head's dropout: the same masks twice
     total = None
     for s in range(0, inputs.shape[1], chunk_size):
         hc = h[:, s:s + chunk_size]

@@ -24,7 +24,7 @@ from .attention import query_chunked_attention, check_query_chunkable, recompute
 from .losses import cross_entropy_loss, chunked_cross_entropy_loss, check_chunkable
 from .adapters import save_adapters, on_cpu
 from .blas import cpu_hint
-from .lora import restore_adapter_state, Dropout, draws_dropout, replay_random
+from .lora import restore_adapter_state, Dropout, replay_random
 from .optim import lr_schedule, make_optimizer, SCHEDULES, OPTIMIZERS
 from .callbacks import Callback, PrintLogger, ProgressBar, WandbLogger
 from . import checkpoints as ckpt
@@ -169,7 +169,7 @@ def _checkpointed(cls):
             def run(x, params):
                 self.update(params)
                 return cls.__call__(self, x, *args, **kwargs)
-            return recompute_in_backward(replay_random(run) if draws_dropout(self) else run)(x, self.trainable_parameters())
+            return recompute_in_backward(replay_random(run, self))(x, self.trainable_parameters())
         _CKPT_CLASSES[cls] = type(cls.__name__, (cls,), {'__call__': __call__, '__module__': cls.__module__, '_mlxtune_checkpointed': True})
     return _CKPT_CLASSES[cls]
 
@@ -372,23 +372,24 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
     t0 = time.perf_counter()
     with grad_checkpointing(model, args.grad_checkpoint), query_chunked_attention(model, *attention_chunks):
         while st.step < total and not st.should_stop:
-            grads, loss_sum, n_sum = None, 0.0, 0
-            for j in range(0 if one_call else args.grad_accumulation_steps):
-                if j and st.batch >= len(batches_of(st.epoch)): break   # an update never straddles two epochs
-                idx = next_indices()
-                share = idx[rank::world]   # this worker's part of the batch (all of it for one worker)
-                b = batch_of(share if len(share) else idx[:1])
-                loss, n, g = micro_step(b.inputs, b.targets, b.mask if len(share) else mx.zeros_like(b.mask),
-                                        *([b.segments] if args.pack else []))
-                grads = g if grads is None else tree_map(mx.add, grads, g)
-                mx.eval(loss, n, grads)
-                loss_sum += loss.item(); n_sum += int(n.item())
-            if one_call:
+            if one_call:   # the update is already in; where the loss is not finite, it kept the old weights
                 b = batch_of(next_indices())
                 loss, n = whole_step(b.inputs, b.targets, b.mask, *([b.segments] if args.pack else []))
                 mx.eval(loss, n, state)
                 loss_sum, n_sum = loss.item(), int(n.item())
-            if world > 1: grads, loss_sum, n_sum = _all_sum(grads, loss_sum, n_sum)
+            else:
+                grads, loss_sum, n_sum = None, 0.0, 0
+                for j in range(args.grad_accumulation_steps):
+                    if j and st.batch >= len(batches_of(st.epoch)): break   # an update never straddles two epochs
+                    idx = next_indices()
+                    share = idx[rank::world]   # this worker's part of the batch (all of it for one worker)
+                    b = batch_of(share if len(share) else idx[:1])
+                    loss, n, g = micro_step(b.inputs, b.targets, b.mask if len(share) else mx.zeros_like(b.mask),
+                                            *([b.segments] if args.pack else []))
+                    grads = g if grads is None else tree_map(mx.add, grads, g)
+                    mx.eval(loss, n, grads)
+                    loss_sum += loss.item(); n_sum += int(n.item())
+                if world > 1: grads, loss_sum, n_sum = _all_sum(grads, loss_sum, n_sum)
             if not math.isfinite(loss_sum):
                 left = ckpt.list_checkpoints(run_dir) if adapter_config is not None else []
                 last = left[-1] if left else None
