@@ -20,14 +20,18 @@ def worker(spec):
     from mlxtune.trainer import TrainingArgs, train
     from mlxtune.callbacks import Callback
     import mlxtune.lora as L
+    from mlx.utils import tree_flatten
     if spec.get('qmm'): L.DEQUANTIZE_ROWS = 10**12   # MLX's quantized_matmul for every product (mlxtune before base_product)
     cfg = dict(SHAPES[spec['model']]); cfg.setdefault('vocab_size', 49152)
     mod = {'llama': llama, 'qwen2': qwen2}[cfg['model_type']]
     mx.random.seed(0)
     model = mod.Model(mod.ModelArgs.from_dict(cfg))
     model.set_dtype(mx.bfloat16)
-    if spec['bits']: nn.quantize(model, group_size=spec['group_size'], bits=spec['bits'])
+    if spec['bits']:
+        keep = spec.get('head16') and (lambda path, m: isinstance(m, (nn.Linear, nn.Embedding)) and not path.endswith(('embed_tokens', 'lm_head')))
+        nn.quantize(model, group_size=spec['group_size'], bits=spec['bits'], class_predicate=keep or None)
     mx.eval(model.parameters())
+    weights_gb = sum(v.nbytes for _, v in tree_flatten(model.parameters())) / 1e9
     apply_lora(model, LoraArgs(r=8, lora_alpha=16, target_modules='all-linear'))
     rng = np.random.default_rng(0)
     n = spec['steps'] * spec['batch_size']
@@ -44,7 +48,7 @@ def worker(spec):
     dt = times[-1][0] - times[w - 1][0]
     real = (len(times) - w) * spec['batch_size'] * spec['length']
     return {'tok_s': real / dt, 'peak_gb': mx.get_peak_memory() / 1e9, 'loss': float(np.mean([l for _, l in times[-5:]])),
-            'warmup_s': times[w - 1][0] - t0}
+            'weights_gb': weights_gb, 'warmup_s': times[w - 1][0] - t0}
 
 def main():
     ap = argparse.ArgumentParser()
@@ -58,6 +62,7 @@ def main():
     ap.add_argument('--repeats', type=int, default=2)
     ap.add_argument('--train-args', nargs='*', default=[], metavar='KEY=VALUE', help="TrainingArgs fields for every run, e.g. grad_checkpoint=True")
     ap.add_argument('--no-qmm', action='store_true', help='leave out the quantized_matmul variant')
+    ap.add_argument('--head16', action='store_true', help='also: QLoRA with the embedding and output head left in bfloat16')
     ap.add_argument('--worker', default=None)
     a = ap.parse_args()
     if a.worker:
@@ -73,6 +78,7 @@ def main():
     print('|---|---|---|---|---|---|---|---|---|---|---|')
     variants = {'bf16': dict(bits=0), 'q': dict(bits=a.bits), 'qmm': dict(bits=a.bits, qmm=True)}
     if a.no_qmm: del variants['qmm']
+    if a.head16: variants['head16'] = dict(bits=a.bits, head16=True)
     for m in a.model:
         res = {k: [] for k in variants}
         for _ in range(a.repeats):
@@ -86,6 +92,9 @@ def main():
               f"{med('qmm', 'tok_s'):,.0f} | {med('qmm', 'tok_s') / med('bf16', 'tok_s'):.2f}x | "
               f"{med('bf16', 'peak_gb'):.2f} | {med('q', 'peak_gb'):.2f} | {med('q', 'peak_gb') / med('bf16', 'peak_gb'):.2f}x | "
               f"{med('qmm', 'peak_gb'):.2f} | {med('bf16', 'loss'):.3f} / {med('q', 'loss'):.3f} / {med('qmm', 'loss'):.3f} |", flush=True)
+        for k in res:   # where the memory goes: the model's weights, and the rest of the peak
+            print(f"  {m} {k}: weights {med(k, 'weights_gb'):.2f} GB, peak {med(k, 'peak_gb'):.2f} GB (the step: {med(k, 'peak_gb') - med(k, 'weights_gb'):.2f} GB), "
+                  f"{med(k, 'tok_s'):,.0f} tok/s", flush=True)
 
 if __name__ == '__main__':
     main()

@@ -300,9 +300,9 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
     if args.resume_from: _resume(st, opt, args.resume_from, fp)
     model.train()
 
-    # the compiled pieces: gradients of the summed token loss of one micro-batch, and the update; or, with one
-    # micro-batch per update on one worker, both in one call with one evaluation per step (the bare structure: 34.6 vs
-    # 37.6 ms per step on an H100 at 1B, 4 x 512; neutral on a CPU; bench/RESULTS.md)
+    # the compiled pieces: gradients of the summed token loss of one micro-batch, and the update. The host checks the
+    # loss between them, so a non-finite loss is never applied. (One call for both, with the update kept only where the
+    # loss is finite, measured 1.02-1.17x slower on an H100 at 1B, 4 x 512, and neutral on a CPU; bench/RESULTS.md)
     def sum_loss(m, inputs, targets, mask, *segments):
         loss, n = loss_fn(m, inputs, targets, mask, *segments)
         return loss * n, n
@@ -320,17 +320,6 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
         opt.update(model, grads)
     update = mx.compile(apply_update, inputs=state, outputs=state)
 
-    @partial(mx.compile, inputs=state, outputs=state)
-    def whole_step(inputs, targets, mask, *segments):
-        "One micro-batch per update: its gradient and the update in one call; a non-finite loss leaves weights and optimizer as they were."
-        (loss, n), g = loss_and_grad(model, inputs, targets, mask, *segments)
-        before = tree_map(lambda v: v, (model.trainable_parameters(), opt.state))   # new containers: the update fills opt.state's in place
-        apply_update(g, n.astype(mx.float32))
-        keep = lambda new, old: mx.where(mx.isfinite(loss), new, old) if isinstance(new, mx.array) else new
-        model.update(tree_map(keep, model.trainable_parameters(), before[0]))
-        opt.state.update(tree_map(keep, dict(opt.state), before[1]))
-        return loss, n
-    one_call = args.grad_accumulation_steps == 1 and world == 1
 
     epoch_batches = {}   # epoch -> its batches (computed once per epoch)
     def batches_of(epoch):
@@ -372,31 +361,25 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
     t0 = time.perf_counter()
     with grad_checkpointing(model, args.grad_checkpoint), query_chunked_attention(model, *attention_chunks):
         while st.step < total and not st.should_stop:
-            if one_call:   # the update is already in; where the loss is not finite, it kept the old weights
-                b = batch_of(next_indices())
-                loss, n = whole_step(b.inputs, b.targets, b.mask, *([b.segments] if args.pack else []))
-                mx.eval(loss, n, state)
-                loss_sum, n_sum = loss.item(), int(n.item())
-            else:
-                grads, loss_sum, n_sum = None, 0.0, 0
-                for j in range(args.grad_accumulation_steps):
-                    if j and st.batch >= len(batches_of(st.epoch)): break   # an update never straddles two epochs
-                    idx = next_indices()
-                    share = idx[rank::world]   # this worker's part of the batch (all of it for one worker)
-                    b = batch_of(share if len(share) else idx[:1])
-                    loss, n, g = micro_step(b.inputs, b.targets, b.mask if len(share) else mx.zeros_like(b.mask),
-                                            *([b.segments] if args.pack else []))
-                    grads = g if grads is None else tree_map(mx.add, grads, g)
-                    mx.eval(loss, n, grads)
-                    loss_sum += loss.item(); n_sum += int(n.item())
-                if world > 1: grads, loss_sum, n_sum = _all_sum(grads, loss_sum, n_sum)
+            grads, loss_sum, n_sum = None, 0.0, 0
+            for j in range(args.grad_accumulation_steps):
+                if j and st.batch >= len(batches_of(st.epoch)): break   # an update never straddles two epochs
+                idx = next_indices()
+                share = idx[rank::world]   # this worker's part of the batch (all of it for one worker)
+                b = batch_of(share if len(share) else idx[:1])
+                loss, n, g = micro_step(b.inputs, b.targets, b.mask if len(share) else mx.zeros_like(b.mask),
+                                        *([b.segments] if args.pack else []))
+                grads = g if grads is None else tree_map(mx.add, grads, g)
+                mx.eval(loss, n, grads)
+                loss_sum += loss.item(); n_sum += int(n.item())
+            if world > 1: grads, loss_sum, n_sum = _all_sum(grads, loss_sum, n_sum)
             if not math.isfinite(loss_sum):
                 left = ckpt.list_checkpoints(run_dir) if adapter_config is not None else []
                 last = left[-1] if left else None
                 raise NonFiniteLoss(f'non-finite loss ({loss_sum}) at step {st.step + 1}: training stopped before applying it; '
                                     + (f'the last good checkpoint is {last}' if last else 'no checkpoint was saved yet')
                                     + '. Lower the learning rate or set max_grad_norm.')
-            if not one_call: update(grads, mx.array(n_sum, dtype=mx.float32)); mx.eval(state)
+            update(grads, mx.array(n_sum, dtype=mx.float32)); mx.eval(state)
             st.step += 1
             st.window_loss += loss_sum; st.window_tokens += n_sum
             for c in cbs: c.on_step(st, loss_sum / max(n_sum, 1), n_sum)
