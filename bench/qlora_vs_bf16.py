@@ -1,6 +1,7 @@
 """QLoRA vs 16-bit LoRA in mlxtune, side by side: the same model shape (random weights), data and settings; the base
 either bfloat16 or quantized (affine, `--bits`, `--group-size`). Each run in a fresh subprocess (clean peak memory),
-alternating; real tokens/s over the steps after the warm-up, MLX peak memory, final loss.
+alternating; real tokens/s over the steps after the warm-up, MLX peak memory, final loss; and per variant, the
+weights' bytes and what the step adds to them. `--head16` adds QLoRA with the embedding and output head in bfloat16.
 
     python bench/qlora_vs_bf16.py --model llama-3.2-1b llama-3.1-8b --bits 4 --steps 20 --repeats 2
 """

@@ -320,7 +320,6 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
         opt.update(model, grads)
     update = mx.compile(apply_update, inputs=state, outputs=state)
 
-
     epoch_batches = {}   # epoch -> its batches (computed once per epoch)
     def batches_of(epoch):
         if epoch not in epoch_batches: epoch_batches.clear(); epoch_batches[epoch] = _epoch_batches(args, train_set, epoch)
