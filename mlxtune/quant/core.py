@@ -198,17 +198,17 @@ def perplexity(model, tokens:mx.array, batch_size:int=4)->float:
     return math.exp(nll / cnt)
 
 # %% ../../nbs/20_quant.ipynb #956fae4a
-def calibration_texts(source, # A text file (not .jsonl), or any `DataArgs.data` source
+def calibration_texts(source, # A plain text file, or any `DataArgs.data` source (a data file: .jsonl, .json, .csv, .parquet, ...)
                       tokenizer=None, # Needed for chat records (their chat template)
                       data_args=None, # `DataArgs` with the field names (defaults if None)
                       split:str='train', # Which split of a data source
                      )->list[str]:
     "The documents of `source` as plain strings."
-    from mlxtune.data import DataArgs, read_records, record_format, hf_tokenizer
+    from mlxtune.data import DataArgs, DATA_SUFFIXES, read_records, record_format, hf_tokenizer
     args = data_args or DataArgs()
     if isinstance(source, (str, Path)):
         p = Path(source).expanduser()
-        if p.is_file() and p.suffix != '.jsonl':
+        if p.is_file() and not p.name.lower().endswith(DATA_SUFFIXES):
             text = p.read_text(encoding='utf-8')
             if not text.strip(): raise ValueError(f'{p}: empty text file')
             return [text]
