@@ -8,8 +8,8 @@ Docs: https://example.github.io/mlxtune/lora.html.md"""
 __all__ = ['QUANTIZED', 'DEQUANTIZE_ROWS', 'ADAPTERS', 'FINE_TUNE_TYPES', 'dequantized_weight', 'weight_shape', 'base_product',
            'factors', 'rows', 'Dropout', 'draws_dropout', 'replay_random', 'LoRALinear', 'DoRALinear', 'LoRAEmbedding',
            'DoRAEmbedding', 'LoRASwitchLinear', 'adapter_for', 'base_of', 'LoraArgs', 'chosen_blocks', 'target_paths',
-           'pissa_init', 'adapter_state', 'restore_adapter_state', 'apply_lora', 'merged_layer', 'unwrap',
-           'adapters_off', 'merge', 'TrainableSummary', 'trainable_summary']
+           'pissa_init', 'adapter_state', 'restore_adapter_state', 'apply_lora', 'float_layer', 'merged_layer',
+           'unwrap', 'adapters_off', 'merge', 'parameter_count', 'TrainableSummary', 'trainable_summary']
 
 # %% ../nbs/02_lora.ipynb #5e78f89c
 import functools, math, re
@@ -232,6 +232,8 @@ def base_of(layer):
 # %% ../nbs/02_lora.ipynb #72b0a2b3
 FINE_TUNE_TYPES = ('lora', 'dora', 'full')
 
+def _is_int(v)->bool: return isinstance(v, int) and not isinstance(v, bool)
+
 @dataclass
 class LoraArgs:
     "Which layers get adapters, and their shape. PEFT's names."
@@ -243,7 +245,7 @@ class LoraArgs:
     fine_tune_type: str = 'lora' # 'lora', 'dora', or 'full' (train the chosen blocks' weights themselves)
     target_modules: list[str]|str = field(default_factory=lambda: ['self_attn.q_proj', 'self_attn.v_proj']) # Names (path suffixes), a regular expression, or 'all-linear'
     layers_to_transform: list[int]|None = None # Block indices to adapt (default: the last `num_layers`)
-    num_layers: int = -1 # Adapt the last N blocks; -1 for all
+    num_layers: int = -1 # Adapt the last N blocks; -1 (or None) for all
     init: str = 'default' # 'default' (A random, B zero) or 'pissa' (A, B from W's top singular vectors; the base keeps the rest)
 
     @property
@@ -261,7 +263,16 @@ class LoraArgs:
         if self.init not in ('default', 'pissa'): raise ValueError(f"init={self.init!r}: choose 'default' or 'pissa'")
         if self.init == 'pissa' and self.fine_tune_type != 'lora': raise ValueError("init='pissa' works with LoRA only (not DoRA or full)")
         if not 0 <= self.lora_dropout < 1: raise ValueError(f'lora_dropout must be in [0, 1), got {self.lora_dropout}')
-        if self.r < 1: raise ValueError(f'r must be >= 1, got {self.r}')
+        if not _is_int(self.r) or self.r < 1: raise ValueError(f'r must be an integer >= 1, got {self.r!r}')
+        if not 0 < self.lora_alpha < math.inf: raise ValueError(f'lora_alpha must be a finite number > 0, got {self.lora_alpha!r}')
+        if self.num_layers is not None and (not _is_int(self.num_layers) or not (self.num_layers == -1 or self.num_layers >= 1)):
+            raise ValueError(f'num_layers must be -1 (all blocks) or >= 1, got {self.num_layers!r}')
+        if self.layers_to_transform is not None:
+            if not self.layers_to_transform or not all(_is_int(i) for i in self.layers_to_transform):
+                raise ValueError(f'layers_to_transform must be a non-empty list of block indices, got {self.layers_to_transform!r}')
+        if isinstance(self.target_modules, str) and self.target_modules != 'all-linear':
+            try: re.compile(self.target_modules)
+            except re.error as e: raise ValueError(f'target_modules={self.target_modules!r} is not a valid regular expression ({e})') from None
 
 def _blocks(model):
     layers = getattr(model, 'layers', None)
@@ -383,6 +394,18 @@ def apply_lora(model, args:LoraArgs=None)->dict:
                      'target_modules': args.target_modules, 'init': args.init}}
 
 # %% ../nbs/02_lora.ipynb #e358f508
+def float_layer(layer, w:mx.array|None=None):
+    "A plain (unquantized) layer of `layer`'s kind with weight `w` (default: `layer`'s own, dequantized) and `layer`'s bias."
+    w = dequantized_weight(layer) if w is None else w
+    bias = layer.get('bias')
+    if isinstance(layer, (nn.Embedding, nn.QuantizedEmbedding)): out = nn.Embedding(*w.shape)
+    elif isinstance(layer, (nn.Linear, nn.QuantizedLinear)): out = nn.Linear(w.shape[1], w.shape[0], bias=bias is not None)
+    elif isinstance(layer, (SwitchLinear, QuantizedSwitchLinear)): out = SwitchLinear(w.shape[2], w.shape[1], w.shape[0], bias=bias is not None)
+    else: raise ValueError(f'no plain layer for a {type(layer).__name__}')
+    out.weight = w
+    if bias is not None: out.bias = bias
+    return out
+
 def merged_layer(layer):
     "A plain layer whose weight is the base weight plus the adapter's update (quantized bases come back dequantized)."
     base = base_of(layer)
@@ -390,15 +413,7 @@ def merged_layer(layer):
     dtype = w.dtype
     w = w.astype(mx.float32) + layer.delta()
     if isinstance(layer, (DoRALinear, DoRAEmbedding)): w = (layer.m / mx.linalg.norm(w, axis=1))[:, None] * w   # rows rescaled to m
-    w = w.astype(dtype)
-    bias = base.get('bias')
-    if isinstance(layer, LoRALinear):
-        out = nn.Linear(w.shape[1], w.shape[0], bias=bias is not None)
-    elif isinstance(layer, LoRAEmbedding): out = nn.Embedding(*w.shape)
-    else: out = SwitchLinear(w.shape[2], w.shape[1], w.shape[0], bias=bias is not None)
-    out.weight = w
-    if bias is not None: out.bias = bias
-    return out
+    return float_layer(base, w.astype(dtype))
 
 def _original_base(layer):
     "The base layer as it was before the adapter (PiSSA puts its initial update back)."
@@ -432,11 +447,24 @@ def merge(model)->int:
     return _replace_adapters(model, merged_layer)
 
 # %% ../nbs/02_lora.ipynb #bb5f1ea6
+def parameter_count(model, trainable:bool=False)->int:
+    "Parameters of `model` (or only its trainable ones), a quantized weight counted at its full size, its scales and biases not at all."
+    mods = dict(model.named_modules())
+    n = 0
+    for k, v in tree_flatten(model.trainable_parameters() if trainable else model.parameters()):
+        owner, _, name = k.rpartition('.')
+        m = mods.get(owner)
+        if isinstance(m, QUANTIZED) and name != 'bias':
+            if name == 'weight': n += v.size * 32 // m.bits
+            continue   # scales, biases (and global scales) of the quantization
+        n += v.size
+    return n
+
 class TrainableSummary:
     "Trainable and total parameters, with the adapters' settings; one line as text, a table in a notebook."
     def __init__(self, model, args:LoraArgs|None=None):
-        self.total = sum(v.size for _, v in tree_flatten(model.parameters()))
-        self.trainable = sum(v.size for _, v in tree_flatten(model.trainable_parameters()))
+        self.total = parameter_count(model)
+        self.trainable = parameter_count(model, trainable=True)
         self.layers = {}
         for k, m in model.named_modules():
             if isinstance(m, ADAPTERS): self.layers[type(m).__name__] = self.layers.get(type(m).__name__, 0) + 1
