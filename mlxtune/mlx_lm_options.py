@@ -95,17 +95,12 @@ def clear_cache_threshold(value, where:str='clear_cache_threshold')->dict:
 
 # %% ../nbs/09b_mlx_lm_options.ipynb #d8b6c90a
 def hf_dataset(value, where:str='hf_dataset')->dict:
-    "mlx-lm's `hf_dataset` (a mapping or a list of them) as the run's `data` (and `train_on`, from their `mask_prompt`)."
+    "mlx-lm's `hf_dataset` (a mapping or a list of them) as the run's `data`, and `train_on` from their `mask_prompt`."
     from mlxtune.data import hf_dataset_splits
-    specs = value if isinstance(value, list) else [value]
-    if not specs: raise ValueError(f'{where}: an empty list')
-    masks = {s.get('mask_prompt') for s in specs if isinstance(s, dict) and 'mask_prompt' in s}
-    if len(masks) > 1: raise ValueError(f'{where}: the datasets disagree on mask_prompt; one run has one loss mask')
-    out = {'data': hf_dataset_splits([{k: v for k, v in s.items() if k != 'mask_prompt'} if isinstance(s, dict) else s for s in specs])}
-    if masks: out.update(mask_prompt(masks.pop(), f'{where}: mask_prompt'))
-    return out
+    data, mask = hf_dataset_splits(value)
+    return {'data': data, **(mask_prompt(mask, f'{where}: mask_prompt') if mask is not None else {})}
 
-# %% ../nbs/09b_mlx_lm_options.ipynb #e89993a6
+# %% ../nbs/09b_mlx_lm_options.ipynb #b3d1b2ee
 MLX_LM_KEYS = {
     'lora_parameters': (lambda v, ctx, w: lora_parameters(v, w), ()),
     'mask_prompt': (lambda v, ctx, w: mask_prompt(v, w), ()),
@@ -120,7 +115,7 @@ def is_mlx_lm_key(key:str, value)->bool:
     "Whether `key: value` is mlx-lm's way of saying an option (`lr_schedule` only as a mapping; mlxtune's is a name)."
     return key in MLX_LM_KEYS and not (key == 'lr_schedule' and not isinstance(value, dict))
 
-# %% ../nbs/09b_mlx_lm_options.ipynb #da71de7f
+# %% ../nbs/09b_mlx_lm_options.ipynb #183fc963
 def _show(v)->str:
     return f'{v:g}' if isinstance(v, float) else type(v).__name__ if hasattr(v, 'column_names') else repr(v)
 
