@@ -14,7 +14,7 @@ __all__ = ['QUANTIZED', 'DEQUANTIZE_ROWS', 'ADAPTERS', 'FINE_TUNE_TYPES', 'dequa
 # %% ../nbs/02_lora.ipynb #5e78f89c
 import functools, math, re
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Callable
 import mlx.core as mx
 import mlx.nn as nn
@@ -231,6 +231,7 @@ def base_of(layer):
 
 # %% ../nbs/02_lora.ipynb #72b0a2b3
 FINE_TUNE_TYPES = ('lora', 'dora', 'full')
+_ADAPTER_ONLY = ('r', 'lora_alpha', 'lora_dropout', 'use_rslora', 'init', 'target_modules')   # options that shape adapters: full fine-tuning has none
 
 def _is_int(v)->bool: return isinstance(v, int) and not isinstance(v, bool)
 
@@ -273,6 +274,11 @@ class LoraArgs:
         if isinstance(self.target_modules, str) and self.target_modules != 'all-linear':
             try: re.compile(self.target_modules)
             except re.error as e: raise ValueError(f'target_modules={self.target_modules!r} is not a valid regular expression ({e})') from None
+        if self.fine_tune_type == 'full':   # an option that full fine-tuning would ignore is refused, not dropped
+            dflt = {f.name: f.default_factory() if f.default is MISSING else f.default for f in fields(self)}
+            for k in _ADAPTER_ONLY:
+                if getattr(self, k) != dflt[k]:
+                    raise ValueError(f"{k}={getattr(self, k)!r} applies to LoRA/DoRA adapters, not to fine_tune_type='full' (which trains the blocks' own weights)")
 
 def _blocks(model):
     layers = getattr(model, 'layers', None)
@@ -292,7 +298,12 @@ def chosen_blocks(model, args:LoraArgs)->list[int]:
     if args.layers_to_transform is not None:
         bad = [i for i in args.layers_to_transform if not 0 <= i < n]
         if bad: raise ValueError(f'layers_to_transform {bad}: the model has {n} blocks (0..{n - 1})')
-        return sorted(set(args.layers_to_transform))
+        blocks = sorted(set(args.layers_to_transform))
+        # beside layers_to_transform, num_layers may only restate what adapter configs record: the blocks from the first chosen one on
+        if args.num_layers not in (-1, None) and args.num_layers != n - blocks[0]:
+            raise ValueError(f'num_layers={args.num_layers} and layers_to_transform={args.layers_to_transform} disagree: the last {args.num_layers} '
+                             f'of the {n} blocks start at block {n - args.num_layers}, the chosen ones at block {blocks[0]}: give one of them')
+        return blocks
     k = n if args.num_layers in (-1, None) else args.num_layers
     if not 0 < k <= n: raise ValueError(f'num_layers={args.num_layers}: the model has {n} blocks')
     return list(range(n - k, n))
