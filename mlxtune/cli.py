@@ -7,15 +7,15 @@ Docs: https://example.github.io/mlxtune/cli.html.md"""
 # %% auto #0
 __all__ = ['LORA_GROUPS', 'FLAG_ALIASES', 'MLX_LM_FLAGS', 'DEMO_DEFAULTS', 'DEMO_PROMPT', 'QUANT_DEMO_DEFAULTS',
            'LORA_DESCRIPTION', 'QUANT_METHODS', 'COMMANDS', 'COMMAND_GROUPS', 'ConfigLoader', 'load_yaml', 'RunArgs',
-           'option_kinds', 'check_value', 'read_config', 'parse_bool', 'BoolFlag', 'HelpFormatter', 'option_help',
-           'add_option', 'build_parser', 'resolve_options', 'split_options', 'as_flags', 'warnings_as_lines',
-           'tiny_model_path', 'demo_data', 'demo_banner', 'lora_options', 'check_lora_run', 'start_from_adapters',
-           'model_id', 'train_adapters', 'test_model', 'lora', 'GenerateArgs', 'base_model_of', 'generate_cmd',
-           'FuseArgs', 'fuse_cmd', 'QuantModelArgs', 'QuantFormatArgs', 'CalibrationArgs', 'quant_cmd', 'usage',
-           'resume_command', 'main']
+           'option_kinds', 'check_value', 'read_config', 'parse_bool', 'BoolFlag', 'HelpFormatter', 'field_docs',
+           'option_help', 'add_option', 'build_parser', 'resolve_options', 'named_origin', 'split_options', 'as_flags',
+           'warnings_as_lines', 'tiny_model_path', 'demo_data', 'demo_banner', 'lora_options', 'check_lora_run',
+           'start_from_adapters', 'model_id', 'train_adapters', 'test_model', 'lora', 'GenerateArgs', 'base_model_of',
+           'generate_cmd', 'FuseArgs', 'fuse_cmd', 'QuantModelArgs', 'QuantFormatArgs', 'CalibrationArgs', 'quant_cmd',
+           'usage', 'resume_command', 'main']
 
 # %% ../nbs/10_cli.ipynb #ee7319ff
-import argparse, contextlib, difflib, os, re, shlex, sys, time, types, typing, warnings
+import argparse, contextlib, difflib, functools, os, re, shlex, sys, time, types, typing, warnings
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 import yaml
@@ -73,6 +73,7 @@ LORA_GROUPS = (RunArgs, DataArgs, LoraArgs, TrainingArgs)
 # %% ../nbs/10_cli.ipynb #9bc4c81f
 def _kind(tp):
     "The scalar kind of an annotated field: bool, int, float, str or list."
+    if typing.get_origin(tp) is list or tp is list: return list
     args = [a for a in typing.get_args(tp) if a is not type(None)] or [tp]
     if any(typing.get_origin(a) is list or a is list for a in args): return list
     for k in (bool, int, float, str):
@@ -81,7 +82,7 @@ def _kind(tp):
 
 def _elem(tp):
     "The element type of a list annotation (`list[int]|None` -> int), str by default."
-    for a in typing.get_args(tp) or [tp]:
+    for a in [tp, *typing.get_args(tp)]:
         if typing.get_origin(a) is list: return (typing.get_args(a) or [str])[0]
     return str
 
@@ -145,7 +146,12 @@ class HelpFormatter(argparse.HelpFormatter):
         if isinstance(action, BoolFlag): return ', '.join(f'{s} [BOOL]' if not s.startswith('--no-') else s for s in action.option_strings)
         return super()._format_action_invocation(action)
 
-# %% ../nbs/10_cli.ipynb #e9efe029
+# %% ../nbs/10_cli.ipynb #b876f600
+@functools.lru_cache
+def field_docs(cls)->dict:
+    "The comment beside each field of the dataclass `cls` (read from its source once)."
+    return docments(cls)
+
 FLAG_ALIASES = {'prompt': ['-p'], 'max_tokens': ['-m'], 'dequantize': ['--de-quantize']}   # mlx-lm's short and older spellings
 
 def option_help(f, doc:str|None)->str:
@@ -179,7 +185,7 @@ def build_parser(prog:str, groups, doc:str, mlx_lm:bool=False)->argparse.Argumen
     p = argparse.ArgumentParser(prog=prog, description=doc, argument_default=None, formatter_class=HelpFormatter)
     p.add_argument('-c', '--config', metavar='YAML', help="YAML file of options (keys are these flags' names); flags override it")
     for g in groups:
-        grp, docs = p.add_argument_group(g.__name__, g.__doc__), docments(g)
+        grp, docs = p.add_argument_group(g.__name__, g.__doc__), field_docs(g)
         for f in fields(g): add_option(grp, f, docs.get(f.name))
     if mlx_lm:
         grp = p.add_argument_group("mlx-lm's flags", 'translated into the options above, each said in one line')
@@ -189,30 +195,38 @@ def build_parser(prog:str, groups, doc:str, mlx_lm:bool=False)->argparse.Argumen
     return p
 
 # %% ../nbs/10_cli.ipynb #24912b63
-def resolve_options(argv, prog, groups, doc, defaults=None, mlx_lm:bool=False)->tuple[dict, set, list[str]]:
-    "Options from defaults < `defaults` < config file < flags; the names the user set; the lines of mlx-lm's translated keys."
+def resolve_options(argv, prog, groups, doc, defaults=None, mlx_lm:bool=False)->tuple[dict, dict, list[str]]:
+    "Options from defaults < `defaults` < config file < flags; where each option the user set came from; the lines of mlx-lm's translated keys."
     ns = vars(build_parser(prog, groups, doc, mlx_lm).parse_args(argv))
     cfg_path = ns.pop('config')
     cfg = read_config(cfg_path, groups, mlx_lm) if cfg_path else {}
     flags = {k: v for k, v in ns.items() if v is not None}
-    notes = []
+    notes, from_key = [], {}
     if mlx_lm:
-        cfg, n1 = from_mlx_lm(cfg, str(cfg_path), context=flags)
-        flags, n2 = from_mlx_lm(flags, 'flags', context=cfg)
+        cfg, n1, from_key = from_mlx_lm(cfg, str(cfg_path), context=flags)
+        flags, n2, _ = from_mlx_lm(flags, 'flags', context=cfg)
         notes = n1 + n2
     kinds, elems = option_kinds(groups), {f.name: _elem(f.type) for g in groups for f in fields(g)}
-    user = {k: check_value(k, v, kinds[k], str(cfg_path), elems[k]) for k, v in cfg.items()}
+    where = {k: str(cfg_path) + (f': {from_key[k]}' if from_key.get(k, k) != k else '') for k in cfg}
+    user = {k: check_value(k, v, kinds[k], where[k], elems[k]) for k, v in cfg.items()}
     user.update({k: check_value(k, v, kinds[k], 'flags', elems[k]) for k, v in flags.items()})
-    return {**(defaults or {}), **user}, set(user), notes
+    origin = {**where, **{k: 'flags' for k in flags}}
+    return {**(defaults or {}), **user}, origin, notes
 
-# %% ../nbs/10_cli.ipynb #9639ef02
-def split_options(opts:dict, groups)->list:
-    "One dataclass instance per group, from a flat dict of options."
+# %% ../nbs/10_cli.ipynb #851f557c
+def named_origin(msg:str, origin:dict)->str:
+    "Where the option named in `msg` was set (a config file, or one of mlx-lm's keys in it), as a prefix; '' for flags and defaults."
+    for name in sorted(origin, key=len, reverse=True):
+        if origin[name] != 'flags' and re.search(rf'(?<![\w-]){re.escape(name)}(?![\w-])', msg): return f'{origin[name]}: '
+    return ''
+
+def split_options(opts:dict, groups, origin:dict|None=None)->list:
+    "One dataclass instance per group, from a flat dict of options; an invalid value's error says where it was set."
     out = []
     for g in groups:
         kw = {f.name: opts[f.name] for f in fields(g) if f.name in opts}
         try: out.append(g(**kw))
-        except (TypeError, ValueError) as e: raise ValueError(f'{g.__name__}: {e}') from None
+        except (TypeError, ValueError) as e: raise ValueError(f'{named_origin(str(e), origin or {})}{e}') from None
     return out
 
 # %% ../nbs/10_cli.ipynb #2f499d43
@@ -259,7 +273,7 @@ def demo_data():
 
 def demo_banner(opts:dict, path)->str:
     "What the demo runs: the data, where the model is, and the options it uses."
-    used = ', '.join(f'{k}={opts[k]}' for k in DEMO_DEFAULTS)
+    used = ', '.join(f'{k}={opts[k]}' for k in DEMO_DEFAULTS if k in opts)
     return (f'No --model given: fine-tuning the built-in tiny Llama model on the embedded chat set ({len(opts["data"]["train"])} conversations).\n'
             f'The model is at {path} (to keep a copy: cp -r {shlex.quote(str(path))} tiny-model).\n'
             f'Options: {used} (flags or a config change any of them).')
@@ -268,15 +282,16 @@ def demo_banner(opts:dict, path)->str:
 LORA_DESCRIPTION = ('Fine-tune adapters and/or test them: mlxtune lora --model M --data D [options] (--test alone: test only). '
                     "mlx-lm's flags and config keys work too.")
 
-def lora_options(argv)->tuple[dict, bool, list[str]]:
-    "The options of `mlxtune lora` (the demo's defaults under the user's when no model is given), whether it is the demo, and the lines of mlx-lm's translated keys."
-    opts, user, notes = resolve_options(argv, 'mlxtune lora', LORA_GROUPS, LORA_DESCRIPTION, mlx_lm=True)
+def lora_options(argv)->tuple[dict, dict, bool, list[str]]:
+    "The options of `mlxtune lora` (the demo's defaults under the user's when no model is given), where the user's came from, whether it is the demo, and the lines of mlx-lm's translated keys."
+    opts, origin, notes = resolve_options(argv, 'mlxtune lora', LORA_GROUPS, LORA_DESCRIPTION, mlx_lm=True)
     demo = opts.get('model') is None
     if demo:
         if opts.get('data') is not None: raise ValueError('--data needs --model (the built-in data goes with the built-in model)')
-        opts = {**DEMO_DEFAULTS, **opts, 'data': demo_data()}
+        lora_only = ('r', 'lora_alpha', 'target_modules') if opts.get('fine_tune_type') == 'full' else ()
+        opts = {**{k: v for k, v in DEMO_DEFAULTS.items() if k not in lora_only}, **opts, 'data': demo_data()}
     if opts.get('train') is None: opts['train'] = not opts.get('test', False)
-    return opts, demo, notes
+    return opts, origin, demo, notes
 
 # %% ../nbs/10_cli.ipynb #576b9620
 def check_lora_run(run:RunArgs, data_args:DataArgs, train_args:TrainingArgs):
@@ -341,13 +356,13 @@ def test_model(model, ds, batch_size:int, num_batches:int=-1)->float:
 def lora(argv=None):
     "Fine-tune adapters and/or test them: `mlxtune lora --model M --data D [options]` (`--test` alone: test only)."
     import mlx.core as mx
-    from mlxtune.data import load_datasets
+    from mlxtune.data import load_datasets, split_files
     from mlxtune.adapters import load, load_adapters
     from mlxtune.generate import generate
     argv = sys.argv[2:] if argv is None else argv
-    opts, demo, notes = lora_options(argv)
+    opts, origin, demo, notes = lora_options(argv)
     for n in notes: print(n)
-    run, data_args, lora_args, train_args = split_options(opts, LORA_GROUPS)
+    run, data_args, lora_args, train_args = split_options(opts, LORA_GROUPS, origin)
     check_lora_run(run, data_args, train_args)
     if demo:
         run.model = str(tiny_model_path())
@@ -355,8 +370,12 @@ def lora(argv=None):
     mx.random.seed(train_args.seed)
     model, tok = load(run.model)
     splits = load_datasets(tok, data_args, ('train', 'valid') * run.train + ('test',) * run.test)
-    if run.train and splits['train'] is None: raise ValueError(f'{data_args.data}: no {data_args.train_split!r} split to train on')
-    if run.test and splits['test'] is None: raise ValueError(f'{data_args.data}: no {data_args.test_split!r} split to test on')
+    for s, name in (('train', data_args.train_split), ('test', data_args.test_split)):
+        if s in splits and splits[s] is None:
+            found = ', '.join(split_files(data_args.data)) if isinstance(data_args.data, (str, Path)) else ''
+            raise ValueError(f'{data_args.data}: no {name!r} split to {s} on' + (f' (found: {found}; {s}_split names the split)' if found else ''))
+    if run.train and splits['valid'] is None and 'valid_split' in origin:   # a split the user names must exist
+        raise ValueError(f'{data_args.data}: no {data_args.valid_split!r} split (valid_split)')
     if run.train: train_adapters(model, splits, run, data_args, lora_args, train_args)
     elif train_args.adapter_path: load_adapters(model, train_args.adapter_path)
     if run.test: test_model(model, splits['test'], train_args.batch_size, run.test_batches)
@@ -397,8 +416,8 @@ def generate_cmd(argv=None):
     from mlxtune.adapters import load
     from mlxtune.generate import stream_generate, generation_stats
     argv = sys.argv[2:] if argv is None else argv
-    opts, _, _ = resolve_options(argv, 'mlxtune generate', (GenerateArgs,), generate_cmd.__doc__)
-    a, = split_options(opts, (GenerateArgs,))
+    opts, origin, _ = resolve_options(argv, 'mlxtune generate', (GenerateArgs,), generate_cmd.__doc__)
+    a, = split_options(opts, (GenerateArgs,), origin)
     prompt = sys.stdin.read() if a.prompt == '-' else a.prompt
     model, tok = load(base_model_of(a.model, a.adapter_path), a.adapter_path)
     last = None
@@ -431,8 +450,10 @@ def fuse_cmd(argv=None):
     from mlxtune.adapters import load
     from mlxtune.fuse import fuse, save_fused, upload_to_hub
     argv = sys.argv[2:] if argv is None else argv
-    opts, _, _ = resolve_options(argv, 'mlxtune fuse', (FuseArgs,), fuse_cmd.__doc__)
-    a, = split_options(opts, (FuseArgs,))
+    opts, origin, _ = resolve_options(argv, 'mlxtune fuse', (FuseArgs,), fuse_cmd.__doc__)
+    a, = split_options(opts, (FuseArgs,), origin)
+    for o, needs in (('gguf_path', 'export_gguf'), ('hf_path', 'upload_repo')):
+        if o in origin and not opts.get(needs): raise ValueError(f'{o} applies with {needs} only')
     if a.export_gguf:
         raise ValueError("--export-gguf: mlxtune does not write GGUF files yet; fuse without it and convert the fused model "
                          "with llama.cpp's convert_hf_to_gguf.py")
@@ -471,6 +492,13 @@ class CalibrationArgs:
     seed: int = 0 # Seed of the windows drawn
     batch_size: int = 8 # Windows per forward pass
 
+    def __post_init__(self):
+        for k in ('num_samples', 'seq_len', 'batch_size'):
+            v = getattr(self, k)
+            if isinstance(v, bool) or not isinstance(v, int) or v < (2 if k == 'seq_len' else 1):
+                raise ValueError(f"{k} must be an integer >= {2 if k == 'seq_len' else 1}, got {v!r}")
+        if self.seed < 0: raise ValueError(f'seed must be >= 0, got {self.seed}')
+
 def _quant_groups():
     from mlxtune.quant.gptq import GPTQArgs
     from mlxtune.quant.awq import AWQArgs
@@ -494,10 +522,10 @@ def quant_cmd(argv=None):
             print(f'usage: mlxtune quant {{{",".join(QUANT_METHODS)}}} [options]   (mlxtune quant METHOD --help for its options)'); return
         raise ValueError(f'choose a method: mlxtune quant {{{",".join(QUANT_METHODS)}}} [options]' + (f'; got {argv[0]!r}' if argv else ''))
     method, groups = argv[0], _quant_groups()[argv[0]]
-    opts, _, _ = resolve_options(argv[1:], f'mlxtune quant {method}', groups, quant_cmd.__doc__)
+    opts, origin, _ = resolve_options(argv[1:], f'mlxtune quant {method}', groups, quant_cmd.__doc__)
     demo = opts.get('model') is None
-    if demo: opts, _, _ = resolve_options(argv[1:], f'mlxtune quant {method}', groups, quant_cmd.__doc__, QUANT_DEMO_DEFAULTS)
-    parts = dict(zip([g.__name__ for g in groups], split_options(opts, groups)))
+    if demo: opts, origin, _ = resolve_options(argv[1:], f'mlxtune quant {method}', groups, quant_cmd.__doc__, QUANT_DEMO_DEFAULTS)
+    parts = dict(zip([g.__name__ for g in groups], split_options(opts, groups, origin)))
     run, fmt, cal = parts['QuantModelArgs'], parts.get('QuantFormatArgs'), parts.get('CalibrationArgs')
     if fmt is not None:
         check_quant(fmt.bits, fmt.group_size, fmt.mode)
@@ -562,7 +590,9 @@ def main(argv=None):
         print(f'mlxtune {__version__}'); return
     if not argv or argv[0] in ('-h', '--help') or argv[0] not in COMMANDS:
         print(usage())
-        if argv and argv[0] not in ('-h', '--help'): print(f'mlxtune: unknown command {argv[0]!r}', file=sys.stderr)
+        if argv and argv[0] not in ('-h', '--help'):
+            near = difflib.get_close_matches(argv[0], COMMANDS, n=1)
+            print(f'mlxtune: error: unknown command {argv[0]!r}' + (f" (did you mean '{near[0]}'?)" if near else ''), file=sys.stderr)
         sys.exit(0 if argv and argv[0] in ('-h', '--help') else 2)
     cmd, prog = argv[0], f'mlxtune {argv[0]}'
     names = option_kinds(COMMAND_GROUPS.get(cmd, ())).keys()

@@ -53,7 +53,9 @@ OPTIMIZER_KEYWORDS = ('betas', 'eps', 'bias_correction', 'weight_decay', 'moment
 def optimizer_config(value, optimizer:str='adam', where:str='optimizer_config')->dict:
     "The options in the entry of mlx-lm's `optimizer_config` for `optimizer` (every entry is checked)."
     v = check_mapping(value, where, OPTIMIZERS)
-    for name, kw in v.items(): check_mapping(kw or {}, f'{where}: {name}', OPTIMIZER_KEYWORDS)
+    for name, kw in v.items():
+        check_mapping(kw or {}, f'{where}: {name}', OPTIMIZER_KEYWORDS)
+        if kw and name != optimizer: raise ValueError(f'{where}: {name} has settings, but the optimizer is {optimizer}: they would not be used')
     return dict(v.get(optimizer) or {})
 
 # %% ../nbs/09b_mlx_lm_options.ipynb #c2d3d273
@@ -102,7 +104,7 @@ def hf_dataset(value, where:str='hf_dataset')->dict:
 
 # %% ../nbs/09b_mlx_lm_options.ipynb #b3d1b2ee
 MLX_LM_KEYS = {
-    'lora_parameters': (lambda v, ctx, w: lora_parameters(v, w), ()),
+    'lora_parameters': (lambda v, ctx, w: {} if ctx.get('fine_tune_type') == 'full' and isinstance(v, dict) else lora_parameters(v, w), ()),
     'mask_prompt': (lambda v, ctx, w: mask_prompt(v, w), ()),
     'steps_per_save': (lambda v, ctx, w: {'save_every': v}, ()),
     'optimizer_config': (lambda v, ctx, w: optimizer_config(v, ctx.get('optimizer') or 'adam', w), ()),
@@ -122,12 +124,12 @@ def _show(v)->str:
 def from_mlx_lm(cfg:dict, # Options by name, mlx-lm's and mlxtune's
                 where:str='config', # Where they came from, for messages (a file's path, 'flags')
                 context:dict|None=None, # Other options of the run that a translation reads (the `optimizer`)
-               )->tuple[dict, list[str]]: # mlxtune's options, and a line per translated key
-    "`cfg` with mlx-lm's keys replaced by mlxtune's options, and one line for each saying what it became."
+               )->tuple[dict, list[str], dict]: # mlxtune's options, a line per translated key, and the key each option came from
+    "`cfg` with mlx-lm's keys replaced by mlxtune's options, one line for each saying what it became, and where each option came from."
     ctx = {**(context or {}), **cfg}
     theirs = [k for k, v in cfg.items() if is_mlx_lm_key(k, v)]
     out = {k: v for k, v in cfg.items() if k not in theirs}
-    notes = []
+    notes, origin = [], {k: k for k in out}
     for k in theirs:
         fn, replaces = MLX_LM_KEYS[k]
         new = fn(cfg[k], ctx, f'{where}: {k}')
@@ -136,6 +138,6 @@ def from_mlx_lm(cfg:dict, # Options by name, mlx-lm's and mlxtune's
         for o, x in new.items():
             if o in out and out[o] != x and o not in replaces:
                 raise ValueError(f'{where}: {k} sets {o} to {_show(x)}, and {o} is also set to {_show(out[o])}: keep one')
-            out[o] = x
-        notes.append(f"{where}: mlx-lm's {k} -> " + ', '.join(f'{o}={_show(x)}' for o, x in new.items()))
-    return out, notes
+            out[o], origin[o] = x, k
+        notes.append(f"{where}: mlx-lm's {k} -> " + (', '.join(f'{o}={_show(x)}' for o, x in new.items()) or 'nothing: not used in this run (as in mlx-lm)'))
+    return out, notes, origin
