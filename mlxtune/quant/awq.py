@@ -14,7 +14,7 @@ import numpy as np
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_unflatten
-from .core import check_quant, qdq, fit_group_size, quantize_by_block, linear_layers, rtn_quantize, InputStats
+from .core import check_quant, qdq, fit_group_size, quantize_by_block, linear_layers, rtn_quantize, InputStats, check_number
 
 # %% ../../nbs/22_awq.ipynb #ab456d72
 _LLAMA = dict(attn_norm='input_layernorm', mlp_norm='post_attention_layernorm', norm_offset=0.0)
@@ -110,6 +110,14 @@ class AWQArgs:
     clip_grid: int = 20 # Shrink ratios tried
     max_shrink: float = 0.5 # Smallest ratio tried: 1 - max_shrink
     clip_skip: list[str] = None # Layers (path suffixes) not clipped; default q_proj and k_proj, as the AWQ authors do
+    def __post_init__(self):
+        check_number('n_grid', self.n_grid, 1, integer=True)
+        if not isinstance(self.clip, bool): raise ValueError(f'clip must be True or False, got {self.clip!r}')
+        check_number('clip_grid', self.clip_grid, 1, integer=True)
+        check_number('max_shrink', self.max_shrink, 0, 1, open_hi=True)   # clip ranges from 1 down to 1 - max_shrink: above 0
+        if isinstance(self.clip_skip, str): self.clip_skip = [self.clip_skip]
+        if self.clip_skip is not None and not (isinstance(self.clip_skip, (list, tuple)) and all(isinstance(t, str) and t for t in self.clip_skip)):
+            raise ValueError(f'clip_skip must be a list of layer names (path suffixes), got {self.clip_skip!r}')
 
 def awq_block(block, stats:dict, family:dict, bits:int, group_size:int, mode:str='affine', args:AWQArgs|None=None, quantize:bool=True,
               fallback:bool=True)->dict:

@@ -15,7 +15,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_unflatten
-from .core import check_quant, rtn_quantize, quantized_layers, unpack_codes
+from .core import check_quant, rtn_quantize, quantized_layers, unpack_codes, check_number
 from ..losses import DISTILL_LOSSES
 
 # %% ../../nbs/23_dwq.ipynb #1045a874
@@ -96,6 +96,11 @@ class DWQArgs:
     learning_rate: float = 3e-4 # Adam's step, relative: the update of a scale is lr * scale's size (see below)
     temperature: float = 1.0 # Temperature of the KL divergence
     loss: str = 'kl' # 'kl' or 'js'
+    def __post_init__(self):
+        if self.init not in ('rtn', 'gptq', 'awq'): raise ValueError(f"init={self.init!r}: choose 'rtn', 'gptq' or 'awq'")
+        if self.loss not in DISTILL_LOSSES: raise ValueError(f"loss={self.loss!r}: choose one of {list(DISTILL_LOSSES)}")
+        for k, lo in (('iters', 1), ('train_batch_size', 1), ('train_seq_len', 2)): check_number(k, getattr(self, k), lo, integer=True)
+        for k in ('learning_rate', 'temperature'): check_number(k, getattr(self, k), 0, open_lo=True)
 
 def _windows(tokens, n, L, rng):
     rows = rng.integers(0, tokens.shape[0], n)

@@ -14,13 +14,14 @@ import numpy as np
 import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
-from .core import check_quant, qdq, quantizable_layers, rtn_quantize, model_blocks
+from .core import check_quant, qdq, quantizable_layers, rtn_quantize, model_blocks, check_number, MODES
 from ..losses import token_cross_entropy
 
 # %% ../../nbs/24_dynamic.ipynb #c3f82621
 def fisher_diagonal(model, tokens:mx.array, # Calibration ids (n, L)
                     batch_size:int=4)->dict: # `{path: mean squared gradient of the layer's weight}`
     "Diagonal empirical Fisher information of every linear/embedding weight, from the next-token loss on `tokens`."
+    check_number('batch_size', batch_size, 1, integer=True)
     layers = quantizable_layers(model, 1)
     names = [f'{k}.weight' for k in layers]
     params = {k: v for k, v in tree_flatten(model.parameters()) if k in names}
@@ -87,6 +88,17 @@ class DynamicArgs:
     bit_choices: list[int] = field(default_factory=lambda: [2, 3, 4, 5, 6, 8]) # Bit widths to choose from
     group_size_choices: list[int] = field(default_factory=lambda: [32, 64, 128]) # Group sizes to choose from
     fisher_batches: int = 8 # Calibration windows used for the Fisher information (the first N)
+    def __post_init__(self):
+        for k, ok in (('bit_choices', MODES['affine'][0]), ('group_size_choices', MODES['affine'][1])):
+            v = getattr(self, k)
+            if not isinstance(v, (list, tuple)) or not v: raise ValueError(f'{k} must be a list of some of {ok}, got {v!r}')
+            bad = [x for x in v if x not in ok or isinstance(x, bool)]
+            if bad: raise ValueError(f'{k}: MLX quantizes with {ok}, not {", ".join(map(str, bad))}')
+        bpw = [option_bpw(b, g) for b in self.bit_choices for g in self.group_size_choices]
+        lo, hi = min(bpw), max(bpw)
+        if isinstance(self.target_bpw, bool) or not isinstance(self.target_bpw, (int, float)) or not lo <= self.target_bpw <= hi:
+            raise ValueError(f'target_bpw must be from {lo:g} to {hi:g} (the bits per weight of the smallest and the largest choice), got {self.target_bpw!r}')
+        check_number('fisher_batches', self.fisher_batches, 1, integer=True)
 
 @dataclass
 class DynamicLayout:

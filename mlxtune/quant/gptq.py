@@ -14,7 +14,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_unflatten
 from .core import (check_quant, qdq, fit_group_size, affine_grid, affine_codes, affine_linear, quantize_by_block, linear_layers,
-                                rtn_quantize, InputStats)
+                                rtn_quantize, InputStats, check_number)
 
 # %% ../../nbs/21_gptq.ipynb #e5195427
 def gptq_weight(w:np.ndarray, # Weight (out, in)
@@ -81,6 +81,10 @@ class GPTQArgs:
     damp: float = 0.01 # Dampening of the Hessian, as a share of its mean diagonal
     act_order: bool = True # Quantize the most active input channels first (static groups)
     block_size: int = 128 # Columns per lazy-update block
+    def __post_init__(self):
+        check_number('damp', self.damp, 0)
+        if not isinstance(self.act_order, bool): raise ValueError(f'act_order must be True or False, got {self.act_order!r}')
+        check_number('block_size', self.block_size, 1, integer=True)
 
 def gptq_quantize(model, tokens:mx.array, # Calibration token ids (n, L)
                   bits:int=4, group_size:int=64,
