@@ -9,10 +9,10 @@ __all__ = ['LORA_GROUPS', 'FLAG_ALIASES', 'MLX_LM_FLAGS', 'DEMO_DEFAULTS', 'DEMO
            'LORA_DESCRIPTION', 'QUANT_METHODS', 'COMMANDS', 'COMMAND_GROUPS', 'ConfigLoader', 'load_yaml', 'RunArgs',
            'option_kinds', 'check_value', 'read_config', 'parse_bool', 'BoolFlag', 'HelpFormatter', 'field_docs',
            'option_help', 'add_option', 'build_parser', 'resolve_options', 'named_origin', 'split_options', 'as_flags',
-           'warnings_as_lines', 'tiny_model_path', 'demo_data', 'demo_banner', 'lora_options', 'check_lora_run',
-           'start_from_adapters', 'model_id', 'train_adapters', 'test_model', 'lora', 'GenerateArgs', 'base_model_of',
-           'generate_cmd', 'FuseArgs', 'fuse_cmd', 'QuantModelArgs', 'QuantFormatArgs', 'CalibrationArgs', 'quant_cmd',
-           'usage', 'resume_command', 'main']
+           'warnings_as_lines', 'tiny_model_path', 'demo_data', 'demo_options', 'demo_banner', 'lora_options',
+           'check_lora_run', 'start_from_adapters', 'model_id', 'train_adapters', 'test_model', 'lora', 'GenerateArgs',
+           'base_model_of', 'generate_cmd', 'FuseArgs', 'fuse_cmd', 'QuantModelArgs', 'QuantFormatArgs',
+           'CalibrationArgs', 'quant_cmd', 'usage', 'resume_command', 'main']
 
 # %% ../nbs/10_cli.ipynb #ee7319ff
 import argparse, contextlib, difflib, functools, os, re, shlex, sys, time, types, typing, warnings
@@ -271,6 +271,12 @@ def demo_data():
     d = tiny_chat_data()
     return {'train': d, 'valid': d[40:], 'test': d[40:]}
 
+def demo_options(opts:dict)->dict:
+    "The options of a run on the built-in model: the demo's defaults under `opts` (its LoRA ones left out for full fine-tuning), and the embedded data."
+    if opts.get('data') is not None: raise ValueError('--data needs --model (the built-in data goes with the built-in model)')
+    lora_only = ('r', 'lora_alpha', 'target_modules') if opts.get('fine_tune_type') == 'full' else ()
+    return {**{k: v for k, v in DEMO_DEFAULTS.items() if k not in lora_only}, **opts, 'data': demo_data()}
+
 def demo_banner(opts:dict, path)->str:
     "What the demo runs: the data, where the model is, and the options it uses."
     used = ', '.join(f'{k}={opts[k]}' for k in DEMO_DEFAULTS if k in opts)
@@ -286,10 +292,7 @@ def lora_options(argv)->tuple[dict, dict, bool, list[str]]:
     "The options of `mlxtune lora` (the demo's defaults under the user's when no model is given), where the user's came from, whether it is the demo, and the lines of mlx-lm's translated keys."
     opts, origin, notes = resolve_options(argv, 'mlxtune lora', LORA_GROUPS, LORA_DESCRIPTION, mlx_lm=True)
     demo = opts.get('model') is None
-    if demo:
-        if opts.get('data') is not None: raise ValueError('--data needs --model (the built-in data goes with the built-in model)')
-        lora_only = ('r', 'lora_alpha', 'target_modules') if opts.get('fine_tune_type') == 'full' else ()
-        opts = {**{k: v for k, v in DEMO_DEFAULTS.items() if k not in lora_only}, **opts, 'data': demo_data()}
+    if demo: opts = demo_options(opts)
     if opts.get('train') is None: opts['train'] = not opts.get('test', False)
     return opts, origin, demo, notes
 
@@ -448,7 +451,7 @@ def fuse_cmd(argv=None):
     "Fuse adapters into the model and save it: `mlxtune fuse --model M --adapter-path A --save-path S [--requantize | --dequantize]`."
     import mlx.core as mx
     from mlxtune.adapters import load
-    from mlxtune.fuse import fuse, save_fused, upload_to_hub
+    from mlxtune.fuse import fuse, save_fused, upload_to_hub, check_save_path
     argv = sys.argv[2:] if argv is None else argv
     opts, origin, _ = resolve_options(argv, 'mlxtune fuse', (FuseArgs,), fuse_cmd.__doc__)
     a, = split_options(opts, (FuseArgs,), origin)
@@ -459,6 +462,7 @@ def fuse_cmd(argv=None):
                          "with llama.cpp's convert_hf_to_gguf.py")
     if a.requantize and a.dequantize: raise ValueError('--requantize and --dequantize contradict each other: give one')
     base = base_model_of(a.model, a.adapter_path)
+    check_save_path(a.save_path, base)   # before the work, not after
     # not load's 'auto' (float32 on a CPU): a bfloat16 checkpoint fused on a CPU stays bfloat16 unless asked otherwise
     model, tok, config = load(base, a.adapter_path, dtype=a.dtype, return_config=True)
     probe = [tok.encode(p) for p in ('The quick brown fox jumps over the lazy dog.', DEMO_PROMPT)]
@@ -515,6 +519,7 @@ def quant_cmd(argv=None):
     "Quantize a model and save it: `mlxtune quant rtn|gptq|awq|dwq|dynamic --model M --save-path S [--data D] [options]`."
     import mlx.core as mx
     from mlxtune.adapters import load
+    from mlxtune.fuse import check_save_path
     from mlxtune.quant.core import calibration_data, save_quantized, bits_per_weight, rtn_quantize, check_quant
     argv = sys.argv[2:] if argv is None else argv
     if not argv or argv[0] not in QUANT_METHODS:
@@ -531,7 +536,9 @@ def quant_cmd(argv=None):
         check_quant(fmt.bits, fmt.group_size, fmt.mode)
         if fmt.mode != 'affine' and method not in ('rtn', 'awq'): raise ValueError(f'{method} writes affine quantization; --mode {fmt.mode} works with rtn and awq')
     if cal is not None and cal.data is None and not demo: raise ValueError(f'{method} needs calibration text: give --data')
-    model, tok, config = load(run.model or str(tiny_model_path()), return_config=True)
+    base = run.model or str(tiny_model_path())
+    check_save_path(run.save_path, base)   # before the work, not after
+    model, tok, config = load(base, return_config=True)
     if cal is not None:
         source = cal.data if cal.data is not None else demo_data()['train']
         tokens = calibration_data(source, tok, cal.num_samples, cal.seq_len, cal.seed, split=cal.split)
@@ -556,7 +563,7 @@ def quant_cmd(argv=None):
         info = dynamic_quantize(model, tokens, parts['DynamicArgs'], log=print, batch_size=min(cal.batch_size, 2))
         info = {k: v for k, v in info.items() if k != 'layout'}
     print(f'{method}: {bits_per_weight(model):.3f} bits per weight, {time.time() - t:.1f}s')
-    print(f'quantized model saved to {save_quantized(model, tok, run.save_path, config, info)}')
+    print(f'quantized model saved to {save_quantized(model, tok, run.save_path, config, info, source=base)}')
 
 # %% ../nbs/10_cli.ipynb #f2648c50
 COMMANDS = {'lora': lora, 'generate': generate_cmd, 'fuse': fuse_cmd, 'quant': quant_cmd}

@@ -178,15 +178,13 @@ def train_panel(**defaults):
 
 def start_run(values:dict, background:bool=True):
     "Run `mlxtune lora` with the panel's values (empty strings are unset), with the live plot and controls; a `BackgroundRun`."
-    from mlxtune.cli import LORA_GROUPS, DEMO_DEFAULTS, demo_data, split_options, tiny_model_path
+    from mlxtune.cli import LORA_GROUPS, demo_options, split_options, tiny_model_path
     from mlxtune.data import load_datasets
     from mlxtune.adapters import load
     from mlxtune.lora import apply_lora, trainable_summary
     from mlxtune.trainer import train
     opts = {k: v for k, v in values.items() if v not in ('', None)}
-    if 'model' not in opts:
-        if 'data' in opts: raise ValueError('data needs a model (the built-in data goes with the built-in model)')
-        opts = {**DEMO_DEFAULTS, **opts, 'model': str(tiny_model_path()), 'data': demo_data()}
+    if 'model' not in opts: opts = {**demo_options(opts), 'model': str(tiny_model_path())}
     elif 'data' not in opts: raise ValueError('data: give a data directory or .jsonl file for this model')
     run, data_args, lora_args, train_args = split_options(opts, LORA_GROUPS)
     model, tok = load(run.model)
