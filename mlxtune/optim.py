@@ -21,31 +21,48 @@ def lr_schedule(lr:float, # Peak learning rate
                 kind:str='constant', # 'constant', 'linear' or 'cosine'
                 warmup_steps:int=0, # Linear warm-up over this many updates
                 min_lr:float=0.0, # Where 'linear' and 'cosine' end
+                warmup_init:float=0.0, # The warm-up starts from this rate
+                decay_steps:int|None=None, # Updates the decay spans after warm-up; None: the rest of the run
                ):
     "A schedule `step -> learning rate` that works on Python numbers and on MLX arrays (inside a compiled step)."
     if kind not in SCHEDULES: raise ValueError(f'lr_schedule={kind!r}: choose one of {SCHEDULES}')
-    if warmup_steps < 0 or warmup_steps > total_steps: raise ValueError(f'warmup_steps={warmup_steps}: must be in [0, {total_steps}]')
-    W, T = warmup_steps, total_steps
+    if warmup_steps < 0: raise ValueError(f'warmup_steps={warmup_steps}: must be >= 0')   # longer than the run: the run ends rising, as in mlx-lm
+    if decay_steps is not None and decay_steps < 1: raise ValueError(f'decay_steps={decay_steps}: must be >= 1')
+    W = warmup_steps
+    D = decay_steps if decay_steps is not None else max(total_steps - W, 1)
     def f(step):
         s = mx.array(step, dtype=mx.float32)
-        p = mx.clip((s - W) / max(T - W, 1), 0.0, 1.0)
+        p = mx.clip((s - W) / D, 0.0, 1.0)
         if kind == 'constant': after = mx.array(lr, dtype=mx.float32)
         elif kind == 'linear': after = lr + (min_lr - lr) * p
         else: after = min_lr + (lr - min_lr) * 0.5 * (1 + mx.cos(math.pi * p))
-        return mx.where(s < W, lr * (s + 1) / max(W, 1), after) if W else after
+        return mx.where(s < W, warmup_init + (lr - warmup_init) * (s + 1) / max(W, 1), after) if W else after
     return f
 
 def make_optimizer(name:str, # One of `OPTIMIZERS`
                    learning_rate, # A number or a schedule
                    weight_decay:float=0.0, # Decoupled weight decay (adamw, muon, adafactor)
-                   momentum:float=0.9, # For sgd
+                   momentum:float|None=None, # For sgd; None: 0.9
+                   betas:list[float]|None=None, # Adam's and AdamW's two moment decay rates; None: MLX's (0.9, 0.999)
+                   eps:float|None=None, # Adam's and AdamW's denominator term; None: MLX's 1e-8
+                   bias_correction:bool=True, # Adam's and AdamW's bias correction
                   ):
     "An MLX optimizer configured as this module's notes say (bias-corrected Adam, Adafactor honouring the rate)."
+    if name not in OPTIMIZERS: raise ValueError(f'optimizer={name!r}: choose one of {OPTIMIZERS}')
+    if momentum is not None and name != 'sgd': raise ValueError(f"momentum={momentum}: for optimizer 'sgd' only, not {name!r}")
+    if momentum is not None and not 0 <= momentum < 1: raise ValueError(f'momentum={momentum}: must be in [0, 1)')
+    if name not in ('adam', 'adamw'):
+        given = [k for k, v in (('betas', betas), ('eps', eps)) if v is not None] + ([] if bias_correction else ['bias_correction=False'])
+        if given: raise ValueError(f"{', '.join(given)}: for optimizer 'adam' or 'adamw' only, not {name!r}")
+    if betas is not None and (len(betas) != 2 or not all(0 <= b < 1 for b in betas)):
+        raise ValueError(f'betas={list(betas)}: two numbers in [0, 1)')
+    if eps is not None and not eps > 0: raise ValueError(f'eps={eps}: must be > 0')
+    adam = dict(bias_correction=bias_correction, **({'betas': list(betas)} if betas is not None else {}),
+                **({'eps': eps} if eps is not None else {}))
     if name == 'adam':
         if weight_decay: raise ValueError("weight_decay needs optimizer 'adamw' (Adam's L2 penalty is not offered)")
-        return optim.Adam(learning_rate=learning_rate, bias_correction=True)
-    if name == 'adamw': return optim.AdamW(learning_rate=learning_rate, weight_decay=weight_decay, bias_correction=True)
-    if name == 'sgd': return optim.SGD(learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay)
+        return optim.Adam(learning_rate=learning_rate, **adam)
+    if name == 'adamw': return optim.AdamW(learning_rate=learning_rate, weight_decay=weight_decay, **adam)
+    if name == 'sgd': return optim.SGD(learning_rate=learning_rate, momentum=0.9 if momentum is None else momentum, weight_decay=weight_decay)
     if name == 'adafactor': return optim.Adafactor(learning_rate=learning_rate, relative_step=False, scale_parameter=False, weight_decay=weight_decay)
-    if name == 'muon': return optim.Muon(learning_rate=learning_rate, weight_decay=weight_decay)
-    raise ValueError(f'optimizer={name!r}: choose one of {OPTIMIZERS}')
+    return optim.Muon(learning_rate=learning_rate, weight_decay=weight_decay)

@@ -1,24 +1,43 @@
-"""A training run in its own process, for the kill -9 and data-parallel tests.
+"""A training run in its own process, for the kill -9, Ctrl-C and data-parallel tests.
 
-    python tests/train_worker.py MODEL_DIR RUN_DIR [--resume] [--iters N] [--batch-size B]
-Writes RUN_DIR/history.json (losses only) when it finishes."""
-import argparse, json
+    python tests/train_worker.py MODEL_DIR RUN_DIR [--resume] [--iters N] [--batch-size B] [--keep K] [--slow-delete S] [--pause-after-save S]
+Writes RUN_DIR/history.json (losses only) when it finishes; RUN_DIR/interrupted.json and exit status 3 when Ctrl-C stops it.
+--slow-delete and --pause-after-save widen two moments for a kill to land in: a rotation's deletion, and the time right
+after the step-0 checkpoint."""
+import argparse, json, shutil, sys, time
 from pathlib import Path
 import mlx.core as mx
 from mlxtune.adapters import load
 from mlxtune.data import DataArgs, load_split
 from mlxtune.lora import LoraArgs, apply_lora
 from mlxtune.tiny import tiny_chat_data
-from mlxtune.trainer import TrainingArgs, train
+from mlxtune.trainer import TrainingArgs, TrainingInterrupted, train
+from mlxtune import checkpoints
 from mlxtune.checkpoints import list_checkpoints
 
 ap = argparse.ArgumentParser()
 ap.add_argument('model'); ap.add_argument('run')
 ap.add_argument('--resume', action='store_true')
-ap.add_argument('--iters', type=int, default=40)
+ap.add_argument('--iters', type=int, default=20)
 ap.add_argument('--batch-size', type=int, default=4)
 ap.add_argument('--dropout', type=float, default=0.1)
+ap.add_argument('--keep', type=int, default=0)
+ap.add_argument('--slow-delete', type=float, default=0.0)
+ap.add_argument('--pause-after-save', type=float, default=0.0)
 a = ap.parse_args()
+if a.slow_delete:
+    rmtree = shutil.rmtree
+    def slow_rmtree(p, *args, **kw):
+        if '.del-' in Path(p).name: time.sleep(a.slow_delete)
+        return rmtree(p, *args, **kw)
+    shutil.rmtree = slow_rmtree
+if a.pause_after_save:
+    save = checkpoints.save_checkpoint
+    def pausing_save(run_dir, step, *args, **kw):
+        p = save(run_dir, step, *args, **kw)
+        if step == 0: time.sleep(a.pause_after_save)
+        return p
+    checkpoints.save_checkpoint = pausing_save
 mx.random.seed(0)
 model, tok = load(a.model)
 cfg = apply_lora(model, LoraArgs(r=4, target_modules='all-linear', lora_dropout=a.dropout))
@@ -26,8 +45,11 @@ data = tiny_chat_data()
 train_set, valid_set = load_split(data[:40], tok, DataArgs()), load_split(data[40:], tok, DataArgs())
 resume = a.run if a.resume and list_checkpoints(a.run) else None
 args = TrainingArgs(batch_size=a.batch_size, iters=a.iters, learning_rate=3e-3, steps_per_report=3, steps_per_eval=5, save_every=1,
-                    keep_checkpoints=0, adapter_path=a.run, resume_from=resume)
-h = train(model, train_set, valid_set, args, adapter_config=cfg, log=None)
+                    keep_checkpoints=a.keep, adapter_path=a.run, resume_from=resume)
+try: h = train(model, train_set, valid_set, args, adapter_config=cfg, log=None)
+except TrainingInterrupted as e:
+    (Path(a.run)/'interrupted.json').write_text(json.dumps({'step': e.step, 'checkpoint': str(e.checkpoint)}))
+    sys.exit(3)
 if mx.distributed.init().rank() == 0:
     (Path(a.run)/'history.json').write_text(json.dumps({'train': [r['loss'] for r in h.train], 'val': [r['loss'] for r in h.val],
                                                         'resumed_from': str(resume)}))
