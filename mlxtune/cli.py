@@ -303,10 +303,10 @@ def check_lora_run(run:RunArgs, data_args:DataArgs, train_args:TrainingArgs):
     if data_args.data is None: raise ValueError('--data is required with --model' if run.train else '--test needs --data (its test split)')
     ap = train_args.adapter_path
     if run.train:
-        if not ap: raise ValueError("--adapter-path '': training needs a directory to save the adapters in")
-        if Path(ap).exists() and not Path(ap).is_dir(): raise ValueError(f'--adapter-path {ap}: is a file, not a directory for the adapters')
+        if not ap: raise ValueError("adapter_path '': training needs a directory to save the adapters in")
+        if Path(ap).exists() and not Path(ap).is_dir(): raise ValueError(f'adapter_path {ap}: is a file, not a directory for the adapters')
     elif ap and not (Path(ap)/'adapters.safetensors').exists():
-        raise ValueError(f"--adapter-path {ap}: no adapters there to test (adapters.safetensors); --adapter-path '' tests the model without adapters")
+        raise ValueError(f"adapter_path {ap}: no adapters there to test (adapters.safetensors); adapter_path '' tests the model without adapters")
     if run.test_batches == 0 or run.test_batches < -1: raise ValueError(f'test_batches must be -1 (all) or >= 1, got {run.test_batches}')
     if run.resume_adapter_file and train_args.resume_from:
         raise ValueError('give resume_adapter_file (start from adapter weights) or resume_from (continue a run), not both')
@@ -366,7 +366,8 @@ def lora(argv=None):
     opts, origin, demo, notes = lora_options(argv)
     for n in notes: print(n)
     run, data_args, lora_args, train_args = split_options(opts, LORA_GROUPS, origin)
-    check_lora_run(run, data_args, train_args)
+    try: check_lora_run(run, data_args, train_args)
+    except ValueError as e: raise ValueError(f'{named_origin(str(e), origin)}{e}') from None
     if demo:
         run.model = str(tiny_model_path())
         print(demo_banner(opts, run.model))

@@ -93,8 +93,11 @@ def test_resume_from_the_command_line(tmp_path):
     assert 'resuming at step 4 of 12' in p.stdout, p.stdout
     a, b = mx.load(str(tmp_path/'full'/'adapters.safetensors')), mx.load(str(tmp_path/'part'/'adapters.safetensors'))
     assert a.keys() == b.keys() and all(np.array_equal(np.array(a[k]), np.array(b[k])) for k in a)
-    bad = run(base[:-4] + ['--learning-rate', '0.001', '--lora-dropout', '0.1', '--adapter-path', 'part', '--resume-from', 'full/checkpoint-4'], tmp_path, check=False)
-    assert bad.returncode == 2 and 'from a different run: training options (learning_rate: 0.003 then, 0.001 now) differ' in bad.stderr, bad.stderr
+    bad = run(base + ['--seed', '1', '--adapter-path', 'part', '--resume-from', 'full/checkpoint-4'], tmp_path, check=False)
+    assert bad.returncode == 2 and 'from a different run: training options (seed: 0 then, 1 now) differ' in bad.stderr, bad.stderr
+    # what does not change a step's meaning may change, said in a line: the learning rate, as the NaN guard advises
+    lower = run(base[:-4] + ['--learning-rate', '0.001', '--lora-dropout', '0.1', '--adapter-path', 'lower', '--resume-from', 'full/checkpoint-4'], tmp_path)
+    assert 'resuming with learning_rate 0.001 (was 0.003)' in lower.stdout and 'step 12/12' in lower.stdout, lower.stdout
 
 def test_fuse_then_generate_from_the_fused_model(demo):
     "`mlxtune fuse` writes a model that answers as the adapters did, without them, in mlxtune and in mlx-lm."
@@ -127,3 +130,23 @@ def test_mlx_lm_fuse_reads_our_adapters(demo):
          '--save-path', 'peer_fused'], d)
     p = run(['mlxtune', 'generate', '--model', 'peer_fused', '--prompt', 'What colour is the sky?', '--max-tokens', '12'], d)
     assert p.stdout.strip() == 'The sky is blue.', p.stdout
+
+def test_ctrl_c_saves_and_prints_the_command_that_continues(tmp_path):
+    "Ctrl-C (SIGINT) during training: exit 130, no traceback, a checkpoint, and a printed command that finishes the run."
+    import os, shlex, signal, subprocess, time
+    from cli_run import PY_BIN
+    env = {**os.environ, 'MLXTUNE_CACHE': str(tmp_path/'cache')}
+    args = [str(PY_BIN/'mlxtune'), 'lora', '--iters', '3000', '--steps-per-report', '5', '--steps-per-eval', '1000', '--save-every', '1000']
+    p = subprocess.Popen(args, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in p.stdout:   # interrupt once training is under way
+        if line.startswith('step 10/3000'): break
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 130 and 'Traceback' not in err, (p.returncode, err)
+    m = re.search(r'interrupted at step (\d+): checkpoint saved at (\S+); continue with:\n  (.+)', err)
+    assert m and (tmp_path/m[2]/'trainer_state.json').exists(), err
+    cmd = shlex.split(m[3])
+    assert cmd[:2] == ['mlxtune', 'lora'] and cmd[-2:] == ['--resume-from', m[2]], cmd
+    cmd[cmd.index('--iters') + 1] = str(int(m[1]) + 5)   # continue for 5 more steps (a resume may change the run's length)
+    done = run(cmd, tmp_path)
+    assert f'resuming at step {m[1]}' in done.stdout and f'step {int(m[1]) + 5}/{int(m[1]) + 5}' in done.stdout, done.stdout
