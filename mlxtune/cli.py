@@ -15,7 +15,7 @@ __all__ = ['LORA_GROUPS', 'FLAG_ALIASES', 'MLX_LM_FLAGS', 'DEMO_DEFAULTS', 'DEMO
            'CalibrationArgs', 'quant_cmd', 'usage', 'resume_command', 'main']
 
 # %% ../nbs/10_cli.ipynb #ee7319ff
-import argparse, contextlib, difflib, functools, os, re, shlex, sys, time, types, typing, warnings
+import argparse, contextlib, difflib, functools, os, re, shlex, sys, time, typing, warnings
 from dataclasses import MISSING, asdict, dataclass, fields
 from pathlib import Path
 import yaml
@@ -160,7 +160,8 @@ def option_help(f, doc:str|None)->str:
     choices = typing.get_args(f.type) if typing.get_origin(f.type) is typing.Literal else None
     text = (doc or '').strip()
     if choices: text += f" (one of: {', '.join(map(str, choices))})"
-    return f'{text} (default: {default})'.replace('%', '%%') if default is not None or not text else text.replace('%', '%%')
+    if default is not None: text += f' (default: {default})'
+    return text.replace('%', '%%')   # argparse formats help with %
 
 def add_option(grp, f, doc:str|None):
     "Add the flag of field `f` to the argument group `grp`."
@@ -240,7 +241,7 @@ def as_flags(msg:str, names)->str:
         return f"{f} {val if ' ' in val else val.strip(chr(39))}"
     msg = re.sub(rf"(?<![\w/.-])({'|'.join(map(re.escape, names))})=('[^']*'|[^\s,;:)]+)", lambda m: flag(m[1], m[2]), msg)
     under = '|'.join(re.escape(n) for n in names if '_' in n)
-    return re.sub(rf"(?<![\w/.=-])({under})(?![\w=])", lambda m: flag(m[1]), msg) if under else msg
+    return re.sub(rf"(?<![\w/.='-])({under})(?![\w=])", lambda m: flag(m[1]), msg) if under else msg   # quoted names stay as written
 
 # %% ../nbs/10_cli.ipynb #c14c8f69
 @contextlib.contextmanager

@@ -9,8 +9,8 @@ __all__ = ['OPTIMIZER_KEYWORDS', 'SCHEDULE_FUNCTIONS', 'MLX_LM_KEYS', 'check_map
            'optimizer_config', 'lr_schedule', 'size_in_bytes', 'clear_cache_threshold', 'hf_dataset', 'is_mlx_lm_key',
            'from_mlx_lm']
 
-# %% ../nbs/09b_mlx_lm_options.ipynb #f78ae66e
-import math, re
+# %% ../nbs/09b_mlx_lm_options.ipynb #78997545
+import re
 from .lora import LoraArgs
 from .optim import OPTIMIZERS
 
