@@ -59,7 +59,7 @@ def test_files_config_and_test_split(tmp_path):
     ([], 'lerning_rate: 0.1\n', "unknown key 'lerning_rate' (did you mean 'learning_rate'?)"),
     ([], 'iters: many\n', "'iters' must be int, got 'many'"),
     (['--model', 'x'], None, '--data is required with --model'),
-    ([], 'train_on: prompts\n', "train_on='prompts': choose"),
+    ([], 'train_on: prompts\n', 'c.yaml: --train-on prompts: choose'),
 ])
 def test_bad_options_are_clear_errors(tmp_path, args, config, msg):
     if config: (tmp_path/'c.yaml').write_text(config); args = [*args, '-c', 'c.yaml']
