@@ -27,7 +27,7 @@ from .adapters import save_adapters, on_cpu
 from .blas import cpu_hint
 from .lora import restore_adapter_state, Dropout, replay_random
 from .optim import lr_schedule, make_optimizer, SCHEDULES, OPTIMIZERS
-from .callbacks import Callback, PrintLogger, ProgressBar, WandbLogger
+from .callbacks import Callback, PrintLogger, ProgressBar, WandbLogger, SwanLabLogger
 from . import checkpoints as ckpt
 
 # %% ../nbs/08_trainer.ipynb #a7dc3529
@@ -299,10 +299,7 @@ def _callbacks(args, callbacks, log):
     if args.progress: cbs.append(ProgressBar())
     targets, project = {t.strip() for t in (args.report_to or '').split(',')}, args.project_name or 'mlxtune'
     if 'wandb' in targets: cbs.append(WandbLogger(project))
-    if 'swanlab' in targets:
-        try: from mlxtune.callbacks import SwanLabLogger   # looked up when asked for
-        except ImportError: raise ValueError('report_to=swanlab: this mlxtune has no SwanLab logger (mlxtune.callbacks.SwanLabLogger)') from None
-        cbs.append(SwanLabLogger(project))
+    if 'swanlab' in targets: cbs.append(SwanLabLogger(project))
     return cbs
 
 # %% ../nbs/08_trainer.ipynb #2e2c6175
