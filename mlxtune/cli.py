@@ -7,12 +7,12 @@ Docs: https://example.github.io/mlxtune/cli.html.md"""
 # %% auto #0
 __all__ = ['LORA_GROUPS', 'FLAG_ALIASES', 'MLX_LM_FLAGS', 'DEMO_DEFAULTS', 'DEMO_PROMPT', 'QUANT_DEMO_DEFAULTS',
            'LORA_DESCRIPTION', 'QUANT_METHODS', 'COMMANDS', 'COMMAND_GROUPS', 'ConfigLoader', 'load_yaml', 'RunArgs',
-           'option_kinds', 'check_value', 'read_config', 'parse_bool', 'BoolFlag', 'HelpFormatter', 'field_docs',
-           'option_help', 'add_option', 'build_parser', 'resolve_options', 'named_origin', 'split_options', 'as_flags',
-           'warnings_as_lines', 'tiny_model_path', 'demo_data', 'demo_options', 'demo_banner', 'lora_options',
-           'check_lora_run', 'start_from_adapters', 'model_id', 'train_adapters', 'test_model', 'lora', 'GenerateArgs',
-           'base_model_of', 'generate_cmd', 'FuseArgs', 'fuse_cmd', 'QuantModelArgs', 'QuantFormatArgs',
-           'CalibrationArgs', 'quant_cmd', 'usage', 'resume_command', 'main']
+           'option_kinds', 'check_value', 'read_config', 'parse_bool', 'BoolFlag', 'HelpFormatter', 'ArgParser',
+           'field_docs', 'option_help', 'add_option', 'build_parser', 'resolve_options', 'named_origin',
+           'split_options', 'as_flags', 'warnings_as_lines', 'tiny_model_path', 'demo_data', 'demo_options',
+           'demo_banner', 'lora_options', 'check_lora_run', 'start_from_adapters', 'model_id', 'train_adapters',
+           'test_model', 'lora', 'GenerateArgs', 'base_model_of', 'generate_cmd', 'FuseArgs', 'fuse_cmd',
+           'QuantModelArgs', 'QuantFormatArgs', 'CalibrationArgs', 'quant_cmd', 'usage', 'resume_command', 'main']
 
 # %% ../nbs/10_cli.ipynb #ee7319ff
 import argparse, contextlib, difflib, functools, os, re, shlex, sys, time, typing, warnings
@@ -146,6 +146,14 @@ class HelpFormatter(argparse.HelpFormatter):
         if isinstance(action, BoolFlag): return ', '.join(f'{s} [BOOL]' if not s.startswith('--no-') else s for s in action.option_strings)
         return super()._format_action_invocation(action)
 
+class ArgParser(argparse.ArgumentParser):
+    "argparse's parser, suggesting the nearest flag for a mistyped one."
+    def error(self, message):
+        if (m := re.match(r'unrecognized arguments: (\S+)', message)) and m[1].startswith('-'):
+            near = difflib.get_close_matches(m[1], [s for a in self._actions for s in a.option_strings], n=1)
+            if near: message += f' (did you mean {near[0]}?)'
+        super().error(message)
+
 # %% ../nbs/10_cli.ipynb #b876f600
 @functools.lru_cache
 def field_docs(cls)->dict:
@@ -183,7 +191,7 @@ MLX_LM_FLAGS = {'mask_prompt': "mlx-lm's: true -> train_on 'responses', false ->
 
 def build_parser(prog:str, groups, doc:str, mlx_lm:bool=False)->argparse.ArgumentParser:
     "An argument parser with a flag for every field of `groups` (and, with `mlx_lm`, mlx-lm's flags that are translated)."
-    p = argparse.ArgumentParser(prog=prog, description=doc, argument_default=None, formatter_class=HelpFormatter)
+    p = ArgParser(prog=prog, description=doc, argument_default=None, formatter_class=HelpFormatter)
     p.add_argument('-c', '--config', metavar='YAML', help="YAML file of options (keys are these flags' names); flags override it")
     for g in groups:
         grp, docs = p.add_argument_group(g.__name__, g.__doc__), field_docs(g)
