@@ -16,7 +16,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from mlx.utils import tree_flatten, tree_unflatten
 from .lora import ADAPTERS, QUANTIZED, base_of, merged_layer, unwrap, dequantized_weight, float_layer
-from .adapters import _one_line
+from .adapters import one_line
 
 # %% ../nbs/12_fuse.ipynb #3daf4c92
 @dataclass
@@ -163,5 +163,5 @@ def upload_to_hub(path, # A fused model directory (`save_fused`)
         api.create_repo(repo, repo_type='model', exist_ok=True)
         api.upload_folder(folder_path=str(path), repo_id=repo, repo_type='model')
     except Exception as e:
-        raise ValueError(f'cannot upload {path} to the Hugging Face Hub repository {repo} ({_one_line(e)})') from None
+        raise ValueError(f'cannot upload {path} to the Hugging Face Hub repository {repo} ({one_line(e)})') from None
     return f'https://huggingface.co/{repo}'
