@@ -1,7 +1,7 @@
 """Padding waste of batching strategies on variable-length chat data (lengths ~50-1000 tokens).
 
 Compares, on the same tokenised samples and batch size: random batches, mlxtune's length-bucketed
-`batch_order`, and mlx-lm's tuner `iterate_batches` (the peer, called through its API). Reports the share of
+`batch_order`, and mlx-lm's tuner `iterate_batches` (mlx-lm 0.32, called through its API). Reports the share of
 input positions that are padding, and how many samples one epoch sees.
 
     python bench/padding.py [--samples 512] [--batch-size 8]

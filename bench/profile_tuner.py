@@ -12,7 +12,7 @@
   process: the steady-state step time of the two training loops, without process-to-process variation.
 - `step`: one model and batch through four step structures, round-robin: mlxtune's (a compiled loss-and-gradient
   call, an eval, `.item()`, a compiled update, an eval), one compiled call that keeps the update only where the loss
-  is finite (mlxtune's for one micro-batch in stop 13), one compiled call with mlxtune's loss and no such select, one
+  is finite (what mlxtune used for one micro-batch in its 2026-11-23 13:30 version), one compiled call with mlxtune's loss and no such select, one
   with mlx-lm's.
 - `compile`: one run of each tool's own `train` over batches of several distinct lengths, a few batches of each,
   in the tool's own random order; the first step at a shape traces and compiles the step for it, the later ones
@@ -205,7 +205,7 @@ def cmd_memory(a):
 def cmd_step(a):
     """The same model and batch through four step structures, round-robin in one process: mlxtune's (a compiled
     loss-and-gradient call, an eval, `.item()`, a second compiled call for the update, an eval), one call with the
-    update kept only where the loss is finite (mlxtune's for one micro-batch in stop 13), one compiled call
+    update kept only where the loss is finite (what mlxtune used for one micro-batch in its 2026-11-23 13:30 version), one compiled call
     doing both with mlxtune's loss without that select, and one with mlx-lm's loss (its `default_loss` over
     `(offset, length)` pairs)."""
     from functools import partial
@@ -259,7 +259,7 @@ def cmd_step(a):
     def peer_call():
         l, n = fused_peer(x, lengths); mx.eval(state, l, n)
     variants = [("2 compiled calls, 2 evals (mlxtune's)", two_calls),
-                ("one compiled call with the finite-loss select (mlxtune's in stop 13)", guarded_call),
+                ("one compiled call with the finite-loss select (mlxtune's in its 2026-11-23 13:30 version)", guarded_call),
                 ('one compiled call, mlxtune loss', one_call), ("one compiled call, mlx-lm's default_loss", peer_call)]
     times = {k: [] for k, _ in variants}
     for k, f in variants: f(); f()   # compile and warm up

@@ -29,7 +29,7 @@ def test_demo_learns_an_answer_it_could_not_give_before(demo):
     assert after.strip() == want, after
 
 def test_mlx_lm_generate_loads_our_adapters(demo):
-    "mlx-lm's own CLI (the peer) loads the adapter directory unchanged and gives the same greedy answer."
+    "mlx-lm's own CLI (mlx-lm 0.32) loads the adapter directory unchanged and gives the same greedy answer."
     d, _ = demo
     p = run([sys.executable, '-m', 'mlx_lm', 'generate', '--model', str(d/'cache'/'tiny-llama-chatml'), '--adapter-path', 'adapters',
              '--prompt', 'What colour is the sky?', '--max-tokens', '12', '--temp', '0'], d)
@@ -124,7 +124,7 @@ def test_fuse_dtype(demo):
     assert bad.returncode == 2 and "--dtype half: choose" in bad.stderr, bad.stderr
 
 def test_mlx_lm_fuse_reads_our_adapters(demo):
-    "mlx-lm's own fuse (the peer) takes our adapter directory unchanged; its fused model answers as ours does."
+    "mlx-lm's own fuse (mlx-lm 0.32) takes our adapter directory unchanged; its fused model answers as ours does."
     d, _ = demo
     run([sys.executable, '-m', 'mlx_lm', 'fuse', '--model', str(d/'cache'/'tiny-llama-chatml'), '--adapter-path', 'adapters',
          '--save-path', 'peer_fused'], d)

@@ -1,4 +1,4 @@
-"mlxtune's quantized models against mlx-lm's (the peer): the same round-to-nearest weights, and each loads the other's."
+"mlxtune's quantized models against mlx-lm's (0.32): the same round-to-nearest weights, and each loads the other's."
 import tempfile
 from pathlib import Path
 import mlx.core as mx
@@ -18,7 +18,7 @@ def test_rtn_equals_mlx_lm_quantize_model():
         a, b = dict(tree_flatten(ours.parameters())), dict(tree_flatten(peer.parameters()))
         assert a.keys() == b.keys()
         for k in a: assert mx.array_equal(a[k], b[k]).item(), (bits, gs, mode, k)
-        # the peer's saved model loads through our loader, ours through the peer's
+        # mlx-lm's saved model loads through our loader, ours through mlx-lm's
         out = Path(tempfile.mkdtemp())
         save_model(out, peer, donate_model=False); save_config(pcfg, config_path=out/'config.json'); tok.save_pretrained(str(out))
         from mlxtune.adapters import load
