@@ -1,4 +1,4 @@
-"""Where a training step's time and memory go, mlxtune vs mlx-lm's tuner: a helper of bench/tuner_vs_mlxlm.py.
+"""Where a training step's time and memory go, mlxtune vs mlx-lm's tuner: a companion to bench/tuner_vs_mlxlm.py.
 
     python bench/profile_tuner.py --model 50m --batch-size 4 ab --length 256 --steps 8 --rounds 3
     python bench/profile_tuner.py --model 50m --batch-size 4 step --length 256 --rounds 3 --steps 4

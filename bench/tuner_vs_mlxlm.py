@@ -69,8 +69,9 @@ Pass-through: `--mlxtune key=value` sets a field of mlxtune's `TrainingArgs` (in
 (in the tokenization), whichever has it (e.g. `loss_chunk_size=1024`; new fields work without changes here);
 `--mlxlm key=value` a field of mlx-lm's `TrainingArgs`. Unknown keys are errors.
 
-Output: a markdown table per (model, data), printed and appended to bench/RESULTS.md (`--results`, or
-`--no-save`) with the date, machine, versions and command line; `--json out.json` writes every run's numbers.
+Output: a markdown table per (model, data), printed and appended, with the date, machine, versions and command line,
+to a log outside the repository (`--results`, default `tuner_vs_mlxlm.md` in the temporary directory; `--no-save`:
+none); `--json out.json` writes every run's numbers. bench/BENCHMARKS.md keeps the latest result of each setting.
 The parent and every MLX worker import mlxtune before mlx, so mlx-lm's runs get the same BLAS (OpenBLAS) as
 mlxtune's. mlx_lm.tuner is imported here (a benchmark), never in mlxtune/.
 """
@@ -114,7 +115,7 @@ def peak_tflops(gpu:str|None)->float|None:
     "The bf16 dense peak of the chip called `gpu` (H100 SXM and H200: 989 TFLOP/s), or None when unknown."
     return next((v for k, v in PEAK_TFLOPS if gpu and k in gpu), None)
 
-# ----------------------------------------------------------------------------------------------- small helpers
+# --------------------------------------------------------------------------------------------- small utilities
 def parse_kv(items):
     "`key=value` strings to a dict; values as Python literals when they parse (1024, 1e-4, True, None), else strings."
     out = {}
@@ -654,7 +655,7 @@ def main():
     ap.add_argument('--seed', type=int, default=0)
     ap.add_argument('--peak-tflops', type=float, default=None)
     ap.add_argument('--json', default=None)
-    ap.add_argument('--results', default=str(HERE/'RESULTS.md'))
+    ap.add_argument('--results', default=str(Path(tempfile.gettempdir())/'tuner_vs_mlxlm.md'))
     ap.add_argument('--no-save', action='store_true')
     ap.add_argument('--cache-dir', default='~/.cache/mlxtune/bench')
     ap.add_argument('--work-dir', default=None)

@@ -3,7 +3,9 @@
 Debian's Chromium, driven by Playwright, opens every page of the site served over HTTP on 127.0.0.1: pages render
 (title, heading, sidebar), figures load, every exported symbol has its API entry (nbdev's show_doc) on its chapter,
 the tutorials show their outputs (figures, the coloured trained-token spans), sidebar and in-text links lead to pages
-and anchors that exist, and no page logs a JS error or fails to load a resource. Full-page screenshots of the index,
+and anchors that exist, and no page logs a JS error or fails to load a resource. What a reader would take for a fault
+of the book fails too: a section heading with nothing under it, a figure the text promises on a page without one, a
+warning in a cell's output (the example runs as the reader should run it, or the warning is explained, not shown). Full-page screenshots of the index,
 a chapter with a figure and every tutorial go to _screenshots/ (their paths are printed).
 
 The site is built first when it is missing or older than a notebook. Without Chromium the test is skipped, unless
@@ -61,8 +63,10 @@ def api(path):
 
 @functools.cache
 def published():
-    "The deployed site's URL (nbdev's doc_host + doc_baseurl): the prefix of nbdev's doc links before tools/docs.py."
+    """The deployed site's URL (nbdev's doc_host + doc_baseurl): the prefix of nbdev's doc links before tools/docs.py;
+    None when pyproject.toml names no Documentation URL (the site is deployed nowhere)."""
     s = modidx()['settings']
+    if not s.get('doc_host'): return None
     return '/'.join(p.strip('/') for p in (s.get('doc_host', ''), s.get('doc_baseurl', '')) if p.strip('/')) + '/'
 
 def no_browser(why):
@@ -155,6 +159,40 @@ class Tab:
                 if ([...e.querySelectorAll('pre')].some(shown) && e.textContent.includes(name + '(')) return null;
             return [name, `no signature under #${id}`] }).filter(x => x)''', entries)]
 
+    def at(self, path):
+        "The page `path`, opened unless the tab shows it already (the tests of one page share one load)."
+        return self.page if self.path() == path else self.open(path)
+
+    def empty_sections(self):
+        """Headings of the page's text with nothing under them: what follows a heading (in reading order, skipping
+        separators) is a heading of the same or a higher level, or the end of the page. As ['h2 "Resume"', ...]."""
+        return self.page.evaluate('''() => {
+            const main = document.querySelector('main'), items = [];
+            const skip = 'header#title-block-header, nav, .page-navigation, .back-to-top, .code-copy-button, #quarto-appendix';
+            const w = document.createTreeWalker(main, NodeFilter.SHOW_ELEMENT | NodeFilter.SHOW_TEXT);
+            for (let n = w.nextNode(); n; n = w.nextNode()) {
+                const el = n.nodeType === 1 ? n : n.parentElement;
+                if (el.closest(skip) || !el.getClientRects().length) continue;
+                if (n.nodeType === 1 && /^H[1-6]$/.test(n.tagName)) items.push([+n.tagName[1], n.textContent.trim()]);
+                else if (el.closest('h1, h2, h3, h4, h5, h6')) continue;
+                else if (n.nodeType === 3 ? n.textContent.trim() : n.matches('img, svg, canvas, iframe, video, table'))
+                    items.push(null);
+            }
+            return items.flatMap((it, i) => it && (i + 1 === items.length || (items[i + 1] && items[i + 1][0] <= it[0]))
+                ? [`h${it[0]} "${it[1]}"`] : []) }''')
+
+    def prose_and_figures(self):
+        "(the page's prose: paragraphs and list items outside code and cell outputs, how many figures it shows)."
+        return tuple(self.page.evaluate('''() => [
+            [...document.querySelectorAll('main p, main li, main div.description')]
+                .filter(e => !e.closest('pre, .sourceCode, .cell-output')).map(e => e.innerText),
+            document.querySelectorAll('main img, main .cell-output svg, main figure svg').length]'''))
+
+    def output_texts(self):
+        "The text of the page's cell outputs, but show_doc's API entries (text/markdown): streams, reprs, HTML."
+        return self.page.evaluate('''() => [...document.querySelectorAll('main .cell-output')]
+            .filter(e => !e.matches('.cell-output-markdown')).map(e => e.innerText)''')
+
     def check(self):
         "Asserts that nothing went wrong since the test began."
         assert not self.problems, f'{self.path()}:\n  ' + '\n  '.join(self.problems)
@@ -199,7 +237,7 @@ def dead_links(tab):
     and links into the deployed site, which tools/docs.py makes relative (so that they work in any copy of the site)."""
     dead = []
     for href in sorted(set(tab.page.evaluate('() => [...document.querySelectorAll("a[href]")].map(a => a.href)'))):
-        if href.startswith(published()): dead.append(f'{href}: a link into the deployed site, not relative')
+        if published() and href.startswith(published()): dead.append(f'{href}: a link into the deployed site, not relative')
         if not href.startswith(tab.base): continue
         url, frag = urldefrag(href)
         status, ids = fetch(url)
@@ -229,6 +267,35 @@ def test_page(tab, path):
     dead = dead_links(tab)
     assert not dead, f'{path}: dead links:\n  ' + '\n  '.join(dead)
     tab.check()
+
+# Words that promise a figure: "figure" (not "figure out"; not "figures", often numbers: "the figures above"),
+# "plot below", "the following plot".
+PROMISE = re.compile(r'\bfigure\b(?!\s+out\b)|\bplots?\s+below\b|\b(?:below|following)\s+plots?\b', re.I)
+# A warning in an output: Python's (Warning:, UserWarning, FutureWarning, ...), a logger's `warning:`, and mlxtune's
+# slow-BLAS notice ("... reference BLAS, 10-30x slower than an optimised one"), which a reader must not take as normal.
+WARNING = re.compile(r'\b\w*Warning\b|(?i:\bwarning:|slow BLAS|BLAS\b[^\n]{0,60}\bslower than)')
+
+@pytest.mark.parametrize('path', PAGES)
+def test_no_empty_section(tab, path):
+    "Every section heading has something under it before the next heading of its level (or a higher one)."
+    tab.at(path)
+    empty = tab.empty_sections()
+    assert not empty, f'{path}: headings with nothing under them: {empty}'
+
+@pytest.mark.parametrize('path', PAGES)
+def test_promised_figure_shown(tab, path):
+    "A page whose text speaks of a figure (or a plot below) shows one."
+    tab.at(path)
+    prose, shown = tab.prose_and_figures()
+    promises = [s.strip()[:120] for s in prose if PROMISE.search(s)]
+    assert shown or not promises, f'{path}: the text promises a figure, the page shows none: {promises}'
+
+@pytest.mark.parametrize('path', PAGES)
+def test_no_warning_in_outputs(tab, path):
+    "No cell output shows a warning: the examples run as a reader should run them."
+    tab.at(path)
+    lines = dict.fromkeys(l.strip()[:160] for o in tab.output_texts() for l in o.splitlines() if WARNING.search(l))
+    assert not lines, f'{path}: warnings in cell outputs:\n  ' + '\n  '.join(lines)
 
 def test_index(tab, capsys):
     pg = rendered(tab, 'index.html')

@@ -12,7 +12,7 @@ def model_and_text(tmp_path_factory):
     (d/'calib.txt').write_text(CORPUS * 4)
     return d, model
 
-@pytest.mark.parametrize('method,extra', [   # every method is run through `quant_cmd` in nbs/10_cli; here, through the shell
+@pytest.mark.parametrize('method,extra', [   # every method is run through `quant_cmd` in nbs/31_cli; here, through the shell
     ('gptq', ['--bits', '3']),
     ('dynamic', ['--target-bpw', '3.75']),     # per-layer bits and group sizes: the config mlx-lm must read layer by layer
 ])
