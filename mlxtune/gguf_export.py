@@ -6,7 +6,7 @@
 __all__ = ['GGUF_ARCHS', 'GGUF_PRE_PROBE', 'GGUF_PRES', 'GGUF_TYPES', 'GGUF_K_QUANTS', 'gguf_arch', 'gguf_tensor_name',
            'gguf_pre', 'gguf_vocab', 'gguf_tensor', 'write_gguf', 'llama_quantize', 'export_gguf']
 
-# %% ../nbs/17_gguf_export.ipynb #1b63755e
+# %% ../nbs/17_gguf_export.ipynb #26f85b41
 import contextlib, ctypes, json, os, tempfile
 from pathlib import Path
 import numpy as np
@@ -15,11 +15,11 @@ from mlx.utils import tree_flatten
 from .lora import ADAPTERS, QUANTIZED
 from .gguf import permute_qk, gguf_tokenizer
 
-# %% ../nbs/17_gguf_export.ipynb #bbfe40d1
+# %% ../nbs/17_gguf_export.ipynb #52af4216
 GGUF_ARCHS = {'llama': 'llama', 'qwen2': 'qwen2'}   # mlx-lm model type -> llama.cpp architecture
 
 def gguf_arch(model)->str:
-    "llama.cpp's architecture for an mlx-lm `model`, or an error saying in one line why it cannot be exported."
+    "llama.cpp's architecture for an mlx-lm `model`, or an error saying in one line why it cannot be written."
     args, mods = model.args, [m for _, m in model.named_modules()]
     mt = getattr(args, 'model_type', None) or type(model).__module__.rsplit('.', 1)[-1]
     if any(isinstance(m, ADAPTERS) for m in mods):
@@ -37,8 +37,8 @@ def gguf_arch(model)->str:
         raise ValueError(f'model type {mt!r} with sliding-window layers is not supported')
     return GGUF_ARCHS[mt]
 
-# %% ../nbs/17_gguf_export.ipynb #0d0e4acf
-def gguf_tensor_name(name:str, # A tensor's Hugging Face (mlx-lm) name, e.g. 'model.layers.0.self_attn.q_proj.weight'
+# %% ../nbs/17_gguf_export.ipynb #d57f5d3c
+def gguf_tensor_name(name:str, # A tensor's Hugging Face (mlx-lm) name, e.g. 'model.norm.weight'
                      arch:str='llama', # llama.cpp's architecture
                      n_blocks:int=1, # Number of transformer blocks of the model
                     )->str:
@@ -49,23 +49,25 @@ def gguf_tensor_name(name:str, # A tensor's Hugging Face (mlx-lm) name, e.g. 'mo
     if new is None: raise ValueError(f'tensor {name}: llama.cpp has no {arch} tensor for it')
     return new
 
-# %% ../nbs/17_gguf_export.ipynb #e4511c10
+# %% ../nbs/17_gguf_export.ipynb #f3791bb8
 GGUF_PRE_PROBE = ("Hello world! It's 2024: 12345 apples, 3.14159 pies; WE'LL see.\n\n  tabs\tand   spaces  "
                   "naïve café 東京 😀 x=[1,2,3]\r\n")
 GGUF_PRES = ('gpt-2', 'smollm', 'llama-bpe')
 
 def gguf_pre(tokenizer)->str:
-    "llama.cpp's name of the pre-tokenizer of `tokenizer`: the known one that cuts `GGUF_PRE_PROBE` as it does."
+    "llama.cpp's name of the pre-tokenizer of `tokenizer`: the known one cutting `GGUF_PRE_PROBE` as it does."
     from tokenizers.pre_tokenizers import ByteLevel
     ours = tokenizer.backend_tokenizer.pre_tokenizer
     want = ours.pre_tokenize_str(GGUF_PRE_PROBE) if ours else None
     for pre in GGUF_PRES:
         meta = {'general.architecture': 'llama', 'tokenizer.ggml.model': 'gpt2', 'tokenizer.ggml.pre': pre,
                 'tokenizer.ggml.tokens': sorted(ByteLevel.alphabet()), 'tokenizer.ggml.merges': []}
-        if gguf_tokenizer(meta).backend_tokenizer.pre_tokenizer.pre_tokenize_str(GGUF_PRE_PROBE) == want: return pre
-    raise ValueError(f"the tokenizer's pre-tokenizer is none of {GGUF_PRES}: llama.cpp would split text differently")
+        theirs = gguf_tokenizer(meta).backend_tokenizer.pre_tokenizer
+        if theirs.pre_tokenize_str(GGUF_PRE_PROBE) == want: return pre
+    raise ValueError(f"the tokenizer's pre-tokenizer is none of {GGUF_PRES}: llama.cpp would split text "
+                     "differently")
 
-# %% ../nbs/17_gguf_export.ipynb #c1e79df3
+# %% ../nbs/17_gguf_export.ipynb #e5d3ec4f
 def gguf_vocab(tokenizer, # A Hugging Face fast tokenizer, or mlx-lm's wrapper of one
                vocab_size:int, # Rows of the model's embedding (at least the tokenizer's size)
               )->dict: # `tokenizer.ggml.*` and `tokenizer.chat_template` keys
@@ -73,32 +75,34 @@ def gguf_vocab(tokenizer, # A Hugging Face fast tokenizer, or mlx-lm's wrapper o
     tj = json.loads(tokenizer.backend_tokenizer.to_str())
     kind = tj['model']['type']
     if kind != 'BPE' or 'ByteLevel' not in json.dumps(tj.get('pre_tokenizer')):
-        raise ValueError(f"tokenizer model {kind!r} without byte-level pre-tokenizer is not supported; GGUF export "
-                         "writes 'gpt2' (byte-level BPE) tokenizers only")
+        raise ValueError(f"tokenizer model {kind!r} without byte-level pre-tokenizer is not supported; "
+                         "GGUF export writes 'gpt2' (byte-level BPE) tokenizers only")
     pre = gguf_pre(tokenizer)
     by_id = {i: t for t, i in tokenizer.get_vocab().items()}
     if len(by_id) > vocab_size:
-        raise ValueError(f'the tokenizer has {len(by_id)} tokens but the model only {vocab_size} embedding rows')
+        raise ValueError(f'the tokenizer has {len(by_id)} tokens but the model {vocab_size} embedding rows')
     added = tokenizer.added_tokens_decoder
     tokens = [by_id.get(i, f'[PAD{i}]') for i in range(vocab_size)]
-    types = [5 if i not in by_id else (3 if added[i].special else 4) if i in added else 1 for i in range(vocab_size)]
+    types = [5 if i not in by_id else (3 if added[i].special else 4) if i in added else 1
+             for i in range(vocab_size)]
     ids = tokenizer.encode('a')
     bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    merges = [m if isinstance(m, str) else ' '.join(m) for m in tj['model']['merges']]
     meta = {'tokenizer.ggml.model': 'gpt2', 'tokenizer.ggml.pre': pre, 'tokenizer.ggml.tokens': tokens,
-            'tokenizer.ggml.token_type': types,
-            'tokenizer.ggml.merges': [m if isinstance(m, str) else ' '.join(m) for m in tj['model']['merges']],
+            'tokenizer.ggml.token_type': types, 'tokenizer.ggml.merges': merges,
             'tokenizer.ggml.add_bos_token': bos is not None and ids[0] == bos,
             'tokenizer.ggml.add_eos_token': eos is not None and ids[-1] == eos}
-    for key, i in [('bos', bos), ('eos', eos), ('padding', tokenizer.pad_token_id), ('unknown', tokenizer.unk_token_id)]:
+    for key, i in [('bos', bos), ('eos', eos), ('padding', tokenizer.pad_token_id),
+                   ('unknown', tokenizer.unk_token_id)]:
         if i is not None: meta[f'tokenizer.ggml.{key}_token_id'] = i
     if tokenizer.chat_template: meta['tokenizer.chat_template'] = tokenizer.chat_template
     return meta
 
-# %% ../nbs/17_gguf_export.ipynb #45bcb7dc
+# %% ../nbs/17_gguf_export.ipynb #bc10a775
 GGUF_TYPES = {'f32': 'gguf', 'f16': 'gguf', 'bf16': 'gguf', 'q8_0': 'gguf', 'q4_0': 'gguf', 'q4_1': 'gguf',
               'q4_k_m': 'llama.cpp', 'q5_k_m': 'llama.cpp', 'q6_k': 'llama.cpp'}   # type -> who quantizes
 
-# %% ../nbs/17_gguf_export.ipynb #4944a90a
+# %% ../nbs/17_gguf_export.ipynb #ddd7b9e8
 def gguf_tensor(name:str, # The tensor's GGUF name
                 w:np.ndarray, # Its float32 values
                 type:str, # One of the `gguf` path's types of `GGUF_TYPES`
@@ -109,11 +113,12 @@ def gguf_tensor(name:str, # The tensor's GGUF name
     Q = gguf.GGMLQuantizationType
     if w.ndim == 1 or type == 'f32': return w.astype(np.float32), Q.F32
     if type == 'f16': return w.astype(np.float16), Q.F16
-    q = Q.Q8_0 if type in ('q4_0', 'q4_1') and name in ('token_embd.weight', 'output.weight') else Q[type.upper()]
+    head = name in ('token_embd.weight', 'output.weight')
+    q = Q.Q8_0 if type in ('q4_0', 'q4_1') and head else Q[type.upper()]
     try: return quantize(w, q), q
     except QuantError: return w.astype(np.float16), Q.F16
 
-# %% ../nbs/17_gguf_export.ipynb #309dfc60
+# %% ../nbs/17_gguf_export.ipynb #798aec97
 def _kv_type(v)->tuple:
     "The `gguf.GGUFValueType`s of a metadata value of `gguf_vocab`: `(type,)` or `(ARRAY, item type)`."
     from gguf import GGUFValueType as T
@@ -129,19 +134,19 @@ def write_gguf(model, tokenizer, # A plain float mlx-lm model of the llama famil
               )->Path:
     "Write `model` and `tokenizer` as a GGUF file of type `type`, all through the `gguf` package."
     import gguf
-    if GGUF_TYPES.get(type) != 'gguf':
-        raise ValueError(f"type {type!r}: write_gguf writes {[t for t, p in GGUF_TYPES.items() if p == 'gguf']}")
+    ours = [t for t in GGUF_TYPES if GGUF_TYPES[t] == 'gguf']
+    if type not in ours: raise ValueError(f'type {type!r}: write_gguf writes {ours}')
     arch, a, path = gguf_arch(model), model.args, Path(path)
     n_head = a.num_attention_heads
     n_kv = a.num_key_value_heads or n_head
     head_dim = getattr(a, 'head_dim', None) or a.hidden_size // n_head
     rs = a.rope_scaling or {}
     scaling = rs.get('rope_type', rs.get('type', 'default'))
-    if scaling not in ('default', 'linear'):
-        raise ValueError(f'rope scaling {scaling!r} is not supported; GGUF export writes linear rope scaling only')
+    if scaling not in ('default', 'linear', 'llama3') or (scaling == 'llama3' and arch != 'llama'):
+        raise ValueError(f'rope scaling {scaling!r} is not supported; GGUF export writes linear and llama3 scaling')
     w = gguf.GGUFWriter(str(path), arch)
     w.add_type('model'); w.add_name(name or path.stem)
-    w.add_file_type(gguf.LlamaFileType.ALL_F32 if type == 'f32' else gguf.LlamaFileType[f'MOSTLY_{type.upper()}'])
+    w.add_file_type(gguf.LlamaFileType['ALL_F32' if type == 'f32' else f'MOSTLY_{type.upper()}'])
     if type.startswith('q'): w.add_quantization_version(gguf.GGML_QUANT_VERSION)
     w.add_context_length(a.max_position_embeddings or 4096); w.add_embedding_length(a.hidden_size)
     w.add_block_count(a.num_hidden_layers); w.add_feed_forward_length(a.intermediate_size)
@@ -160,10 +165,13 @@ def write_gguf(model, tokenizer, # A plain float mlx-lm model of the llama famil
         gname = gguf_tensor_name(k, arch, a.num_hidden_layers)
         data, q = gguf_tensor(gname, x, type)
         w.add_tensor(gname, data, raw_dtype=q)
+    if scaling == 'llama3':   # llama.cpp divides each rotary frequency by a factor: mlx-lm's scaled over its plain ones
+        scaled = model.model.layers[0].self_attn.rope._freqs
+        w.add_tensor('rope_freqs.weight', np.array(scaled / a.rope_theta ** (mx.arange(0, head_dim, 2) / head_dim)))
     w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
     return path
 
-# %% ../nbs/17_gguf_export.ipynb #37cb2291
+# %% ../nbs/17_gguf_export.ipynb #213c76a2
 GGUF_K_QUANTS = {'q4_k_m': 'LLAMA_FTYPE_MOSTLY_Q4_K_M', 'q5_k_m': 'LLAMA_FTYPE_MOSTLY_Q5_K_M',
                  'q6_k': 'LLAMA_FTYPE_MOSTLY_Q6_K'}
 
@@ -181,20 +189,22 @@ def llama_quantize(src, # A GGUF file in F16 (or F32)
                   )->Path:
     "Quantize the GGUF file `src` into `dst` with llama.cpp's own quantizer (`llama_model_quantize`)."
     import llama_cpp
-    if type not in GGUF_K_QUANTS: raise ValueError(f'type {type!r}: llama_quantize makes {list(GGUF_K_QUANTS)}')
+    if type not in GGUF_K_QUANTS:
+        raise ValueError(f'type {type!r}: llama_quantize makes {list(GGUF_K_QUANTS)}')
     p = llama_cpp.llama_model_quantize_default_params()
     p.ftype, p.nthread = getattr(llama_cpp, GGUF_K_QUANTS[type]), os.cpu_count() or 1
     with tempfile.TemporaryFile('w+') as log:
-        with _stderr_to(log): rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(p))
+        with _stderr_to(log):
+            rc = llama_cpp.llama_model_quantize(str(src).encode(), str(dst).encode(), ctypes.byref(p))
         if rc != 0:
             log.seek(0); said = [l for l in log.read().splitlines() if l.strip()][-3:]
             raise RuntimeError(f'llama.cpp could not quantize {src} to {type}: ' + ' / '.join(said))
     return Path(dst)
 
-# %% ../nbs/17_gguf_export.ipynb #7d478233
+# %% ../nbs/17_gguf_export.ipynb #4a1b1c66
 def export_gguf(model, tokenizer, # A plain float mlx-lm model of the llama family (fused), and its tokenizer
                 path, # The GGUF file to write
-                type:str='f16', # One of `GGUF_TYPES`: 'f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_1', 'q4_k_m', ...
+                type:str='f16', # One of `GGUF_TYPES`: 'f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_k_m', ...
                 name:str|None=None, # The model's name in the file (`general.name`); default: the file's stem
                )->Path: # `path`
     "Write `model` and `tokenizer` as a GGUF file that llama.cpp loads and runs."

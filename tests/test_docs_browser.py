@@ -5,8 +5,9 @@ Debian's Chromium, driven by Playwright, opens every page of the site served ove
 the tutorials show their outputs (figures, the coloured trained-token spans), sidebar and in-text links lead to pages
 and anchors that exist, and no page logs a JS error or fails to load a resource. What a reader would take for a fault
 of the book fails too: a section heading with nothing under it, a figure the text promises on a page without one, a
-warning in a cell's output (the example runs as the reader should run it, or the warning is explained, not shown). Full-page screenshots of the index,
-a chapter with a figure and every tutorial go to _screenshots/ (their paths are printed).
+warning in a cell's output (the example runs as the reader should run it, or the warning is explained, not shown).
+Full-page screenshots of the index, a chapter with a figure and every tutorial go to _screenshots/ (their paths are
+printed).
 
 The site is built first when it is missing or older than a notebook. Without Chromium the test is skipped, unless
 MLXTUNE_REQUIRE_BROWSER=1 (as in .ci/run): then it fails."""
@@ -168,7 +169,8 @@ class Tab:
         separators) is a heading of the same or a higher level, or the end of the page. As ['h2 "Resume"', ...]."""
         return self.page.evaluate('''() => {
             const main = document.querySelector('main'), items = [];
-            const skip = 'header#title-block-header, nav, .page-navigation, .back-to-top, .code-copy-button, #quarto-appendix';
+            const skip = 'header#title-block-header, nav, .page-navigation, .back-to-top, .code-copy-button, '
+                + '#quarto-appendix';
             const w = document.createTreeWalker(main, NodeFilter.SHOW_ELEMENT | NodeFilter.SHOW_TEXT);
             for (let n = w.nextNode(); n; n = w.nextNode()) {
                 const el = n.nodeType === 1 ? n : n.parentElement;
