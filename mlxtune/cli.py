@@ -502,8 +502,9 @@ class FuseArgs:
     # Write every quantized layer de-quantized (the whole model in floating point), as mlx-lm's --dequantize
     dequantize: bool = False
     dtype: str = 'keep' # The fused model's dtype: 'keep' the checkpoint's own, or 'float32' / 'bfloat16' / 'float16'
-    export_gguf: bool = False # Also write a GGUF file (not available yet: refused)
-    gguf_path: str = 'ggml-model-f16.gguf' # Where the GGUF file would go
+    export_gguf: bool = False # Also write the fused model as a GGUF file (llama.cpp's format)
+    gguf_path: str = 'ggml-model-f16.gguf' # The GGUF file's name, inside save_path
+    gguf_type: str = 'f16' # The GGUF file's tensor type: f32, f16, bf16, q8_0, q4_0, q4_1, q4_k_m, q5_k_m or q6_k
     upload_repo: str|None = None # Upload the fused model to this Hugging Face Hub repository
     hf_path: str|None = None # The base model's Hub id, named in the uploaded model card
 
@@ -514,14 +515,13 @@ def fuse_cmd(argv=None):
     import mlx.core as mx
     from mlxtune.adapters import load
     from mlxtune.fuse import fuse, save_fused, upload_to_hub, check_save_path
+    from mlxtune.gguf_export import export_gguf, GGUF_TYPES
     argv = sys.argv[2:] if argv is None else argv
     opts, origin, _ = resolve_options(argv, 'mlxtune fuse', (FuseArgs,), fuse_cmd.__doc__)
     a, = split_options(opts, (FuseArgs,), origin)
-    for o, needs in (('gguf_path', 'export_gguf'), ('hf_path', 'upload_repo')):
+    for o, needs in (('gguf_path', 'export_gguf'), ('gguf_type', 'export_gguf'), ('hf_path', 'upload_repo')):
         if o in origin and not opts.get(needs): raise ValueError(f'{o} applies with {needs} only')
-    if a.export_gguf:
-        raise ValueError("--export-gguf: mlxtune does not write GGUF files yet; "
-                         "fuse without it and convert the fused model with llama.cpp's convert_hf_to_gguf.py")
+    if a.gguf_type not in GGUF_TYPES: raise ValueError(f'gguf_type={a.gguf_type!r}: choose one of {list(GGUF_TYPES)}')
     if a.requantize and a.dequantize:
         raise ValueError('--requantize and --dequantize contradict each other: give one')
     base = base_model_of(a.model, a.adapter_path)
@@ -533,6 +533,7 @@ def fuse_cmd(argv=None):
     print(fuse(model, a.requantize, mx.array([p[:n] for p in probe])))
     path = save_fused(model, tok, a.save_path, config, source=base, dequantize=a.dequantize)
     print(f'fused model saved to {path}')
+    if a.export_gguf: print(f'GGUF ({a.gguf_type}) saved to {export_gguf(model, tok, path/a.gguf_path, a.gguf_type)}')
     if a.upload_repo: print(f'uploaded to {upload_to_hub(path, a.upload_repo, a.hf_path)}')
 
 # %% ../nbs/31_cli.ipynb #865a6459

@@ -154,7 +154,7 @@ def model_card(repo:str, hf_path:str|None=None)->str:
     base = f'base_model: {hf_path}\n' if hf_path else ''
     origin = f' from [{hf_path}](https://huggingface.co/{hf_path})' if hf_path else ''
     return (f'---\nlibrary_name: mlx\n{base}tags:\n- mlx\n- mlxtune\n- lora\npipeline_tag: text-generation\n---\n\n'
-            f'# {repo}\n\nFine-tuned{origin} with [mlxtune](https://github.com/example/mlxtune) (LoRA adapters '
+            f'# {repo}\n\nFine-tuned{origin} with mlxtune (LoRA adapters '
             f'fused into the weights), in MLX format.\n\n```bash\npip install mlx-lm\n'
             f'mlx_lm.generate --model {repo} --prompt "Hello"\n```\n')
 

@@ -102,13 +102,22 @@ def test_resume_from_the_command_line(tmp_path):
 def test_fuse_then_generate_from_the_fused_model(demo):
     "`mlxtune fuse` writes a model that answers as the adapters did, without them, in mlxtune and in mlx-lm."
     d, _ = demo
-    p = run(['mlxtune', 'fuse', '--adapter-path', 'adapters', '--save-path', 'fused'], d)
+    p = run(['mlxtune', 'fuse', '--adapter-path', 'adapters', '--save-path', 'fused', '--export-gguf'], d)
     assert 'fused 14 adapter layers into unquantized weights' in p.stdout, p.stdout
+    assert 'GGUF (f16) saved to fused/ggml-model-f16.gguf' in p.stdout, p.stdout
     out = run(['mlxtune', 'generate', '--model', 'fused', '--prompt', 'What colour is the sky?', '--max-tokens', '12'], d).stdout
     assert out.strip() == 'The sky is blue.', out
     peer = run([sys.executable, '-m', 'mlx_lm', 'generate', '--model', 'fused', '--prompt', 'What colour is the sky?',
                 '--max-tokens', '12', '--temp', '0'], d)
     assert 'The sky is blue.' in peer.stdout, peer.stdout
+    # and llama.cpp, from the GGUF file: the same greedy answer to the same chat-template rendering
+    from transformers import AutoTokenizer
+    from llama_cpp import Llama
+    prompt = AutoTokenizer.from_pretrained(str(d/'fused')).apply_chat_template(
+        [{'role': 'user', 'content': 'What colour is the sky?'}], tokenize=False, add_generation_prompt=True)
+    llm = Llama(model_path=str(d/'fused'/'ggml-model-f16.gguf'), n_ctx=256, verbose=False)
+    answer = llm.create_completion(prompt, max_tokens=12, temperature=0.0)['choices'][0]['text']
+    assert answer.strip() == 'The sky is blue.', answer
 
 def test_fuse_dtype(demo):
     "`--dtype` sets the fused model's dtype; the default keeps the checkpoint's own, also on a CPU (where training computes in float32)."
