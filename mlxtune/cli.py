@@ -514,7 +514,8 @@ def fuse_cmd(argv=None):
      "`mlxtune fuse --model M --adapter-path A --save-path S [--requantize | --dequantize]`.")
     import mlx.core as mx
     from mlxtune.adapters import load
-    from mlxtune.fuse import fuse, save_fused, upload_to_hub, check_save_path
+    from mlxtune.fuse import (fuse, save_fused, upload_to_hub, check_save_path, model_card, training_summary,
+                              base_license)
     from mlxtune.gguf_export import export_gguf, GGUF_TYPES
     argv = sys.argv[2:] if argv is None else argv
     opts, origin, _ = resolve_options(argv, 'mlxtune fuse', (FuseArgs,), fuse_cmd.__doc__)
@@ -531,10 +532,12 @@ def fuse_cmd(argv=None):
     probe = [tok.encode(p) for p in ('The quick brown fox jumps over the lazy dog.', DEMO_PROMPT)]
     n = min(len(p) for p in probe)
     print(fuse(model, a.requantize, mx.array([p[:n] for p in probe])))
-    path = save_fused(model, tok, a.save_path, config, source=base, dequantize=a.dequantize)
+    card = model_card(a.upload_repo or Path(a.save_path).name, a.hf_path, training_summary(a.adapter_path),
+                      base_license(base))
+    path = save_fused(model, tok, a.save_path, config, source=base, dequantize=a.dequantize, card=card)
     print(f'fused model saved to {path}')
     if a.export_gguf: print(f'GGUF ({a.gguf_type}) saved to {export_gguf(model, tok, path/a.gguf_path, a.gguf_type)}')
-    if a.upload_repo: print(f'uploaded to {upload_to_hub(path, a.upload_repo, a.hf_path)}')
+    if a.upload_repo: print(f'uploaded to {upload_to_hub(path, a.upload_repo, a.hf_path, card)}')
 
 # %% ../nbs/31_cli.ipynb #865a6459
 @dataclass

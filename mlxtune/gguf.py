@@ -172,11 +172,12 @@ def _weights(reader, meta:dict, path, dtype:str, keep_quantized:bool=False)->dic
     if unknown: raise ValueError(f'{path}: tensors with no Hugging Face Llama equivalent: {unknown[:8]}')
     out = {}
     for t in reader.tensors:
-        name, heads = hf_tensor_name(t.name), n_head if '.attn_q.' in t.name else n_kv if '.attn_k.' in t.name else 0
+        name = hf_tensor_name(t.name)
+        heads = n_head if '.attn_q.' in t.name else n_kv if '.attn_k.' in t.name else 0
         if keep_quantized and t.tensor_type.name in GGUF_MLX_BITS and name.endswith('.weight'):
             for part, x in zip(('weight', 'scales', 'biases'), gguf_to_mlx_quantized(t.data, t.tensor_type)):
-                a = out[name[:-len('weight')] + part] = mx.array(unpermute_qk(x, heads) if heads else x)
-                if part != 'weight': a = out[name[:-len('weight')] + part] = a.astype(DTYPES[dtype])
+                a = mx.array(unpermute_qk(x, heads) if heads else x)   # whole rows of codes, scales, biases
+                a = out[name[:-len('weight')] + part] = a if part == 'weight' else a.astype(DTYPES[dtype])
                 mx.eval(a)
             continue
         try: w = dequantize(t.data, t.tensor_type)
@@ -253,12 +254,13 @@ def gguf_tokenizer(meta:dict, path='<gguf>'):
 
 # %% ../nbs/14_gguf.ipynb #4b5f160c
 def _quantization(weights:dict)->dict|None:
-    "mlx-lm's `quantization` config of `weights`: the bits most layers have, and an entry for each layer that differs."
+    "mlx-lm's `quantization` config of `weights`: the bits of most layers, and an entry for each layer that differs."
     bits = {k[:-len('.scales')]: weights[k[:-len('scales')] + 'weight'].shape[1] // v.shape[1]
             for k, v in weights.items() if k.endswith('.scales')}
     if not bits: return None
     most = max(sorted(set(bits.values())), key=list(bits.values()).count)
-    return {'group_size': 32, 'bits': most, **{p: {'group_size': 32, 'bits': b} for p, b in bits.items() if b != most}}
+    others = {p: {'group_size': 32, 'bits': b} for p, b in bits.items() if b != most}
+    return {'group_size': 32, 'bits': most, **others}
 
 def convert_gguf(path, # A llama-architecture GGUF file with a gpt2 (byte-level BPE) tokenizer
                  out_dir, # The Hugging Face model directory to write (created if missing)

@@ -244,7 +244,7 @@ def llama_quantize(src, # A GGUF file in F16 (or F32)
     return Path(dst)
 
 # %% ../nbs/17_gguf_export.ipynb #b5955bac
-def export_gguf(model, tokenizer, # A plain float mlx-lm model of the llama family (fused), and its tokenizer
+def export_gguf(model, tokenizer, # A float (or Q4_1-exact, see `gguf_arch`) mlx-lm llama-family model, its tokenizer
                 path, # The GGUF file to write
                 type:str='f16', # One of `GGUF_TYPES`: 'f32', 'f16', 'bf16', 'q8_0', 'q4_0', 'q4_k_m', ...
                 name:str|None=None, # The model's name in the file (`general.name`); default: the file's stem

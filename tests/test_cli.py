@@ -105,6 +105,8 @@ def test_fuse_then_generate_from_the_fused_model(demo):
     p = run(['mlxtune', 'fuse', '--adapter-path', 'adapters', '--save-path', 'fused', '--export-gguf'], d)
     assert 'fused 14 adapter layers into unquantized weights' in p.stdout, p.stdout
     assert 'GGUF (f16) saved to fused/ggml-model-f16.gguf' in p.stdout, p.stdout
+    card = (d/'fused'/'README.md').read_text()   # the model card says how it was trained
+    assert '# fused' in card and '- Method: LoRA rank 16' in card and '- Training: 300 updates' in card, card
     out = run(['mlxtune', 'generate', '--model', 'fused', '--prompt', 'What colour is the sky?', '--max-tokens', '12'], d).stdout
     assert out.strip() == 'The sky is blue.', out
     peer = run([sys.executable, '-m', 'mlx_lm', 'generate', '--model', 'fused', '--prompt', 'What colour is the sky?',
