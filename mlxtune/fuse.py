@@ -168,8 +168,9 @@ def training_summary(adapter_path)->str:
     s = json.loads((cps[-1]/'trainer_state.json').read_text())
     a, train, val = s.get('args', {}), s.get('history', {}).get('train', []), s.get('history', {}).get('val', [])
     per_update = a.get('batch_size', 0) * a.get('grad_accumulation_steps', 1)
+    tokens = sum(r.get('tokens', 0) for r in train)
     lines.append(f"- Training: {s['step']} updates of {per_update} samples, {a.get('optimizer')} at learning rate "
-                 f"{a.get('learning_rate')} ({a.get('lr_schedule')}), {sum(r.get('tokens', 0) for r in train):,} trained tokens")
+                 f"{a.get('learning_rate')} ({a.get('lr_schedule')}), {tokens:,} trained tokens")
     if train: lines.append(f"- Training loss: {train[0]['loss']:.3f} at step {train[0]['step']}, "
                            f"{train[-1]['loss']:.3f} at step {train[-1]['step']}")
     if val: lines.append(f"- Validation loss: {val[0]['loss']:.3f} at step {val[0]['step']}, best "
