@@ -111,8 +111,9 @@ def test_lora_md_commands(work):
     up = run(['mlxtune', 'fuse', '--model', m, '--adapter-path', 'md', '--save-path', 'fused_up', '--upload-repo', 'me/my-lora',
               '--hf-path', 'someone/base'], work, env_extra={'HF_HUB_OFFLINE': '1'}, check=False)
     assert 'Hub' in one_line_error(up, 'fuse'), up.stderr
-    gg = run(['mlxtune', 'fuse', '--model', m, '--adapter-path', 'md', '--export-gguf'], work, check=False)
-    assert 'GGUF' in one_line_error(gg, 'fuse')
+    gg = run(['mlxtune', 'fuse', '--model', m, '--adapter-path', 'md', '--save-path', 'fused_gguf', '--export-gguf',
+              '--gguf-path', 'model.gguf'], work)   # mlx-lm's flags: the file inside the save path, 16-bit by default
+    assert 'GGUF (f16) saved to fused_gguf/model.gguf' in gg.stdout and (work/'fused_gguf'/'model.gguf').is_file(), gg.stdout
     low = run(['mlxtune', 'lora', '--model', m, '--train', '--batch-size', '1', '--num-layers', '4', '--data', d, '--iters', '3',
                '--adapter-path', 'low'], work)
     assert json.loads((work/'low'/'adapter_config.json').read_text())['num_layers'] == 4, low.stdout
