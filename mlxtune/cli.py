@@ -23,6 +23,7 @@ from fastcore.docments import docments
 from .data import DataArgs
 from .lora import LoraArgs
 from .trainer import TrainingArgs
+from .preference import PreferenceArgs, preference_loss
 from .mlx_lm_options import from_mlx_lm, is_mlx_lm_key, MLX_LM_KEYS
 
 # %% ../nbs/31_cli.ipynb #25dd91e8
@@ -76,7 +77,7 @@ class RunArgs:
     # with a fresh optimizer
     resume_adapter_file: str|None = None
 
-LORA_GROUPS = (RunArgs, DataArgs, LoraArgs, TrainingArgs)
+LORA_GROUPS = (RunArgs, DataArgs, LoraArgs, TrainingArgs, PreferenceArgs)
 
 # %% ../nbs/31_cli.ipynb #9bc4c81f
 def _kind(tp):
@@ -399,13 +400,16 @@ def train_adapters(model, splits:dict, run:RunArgs, data_args:DataArgs, lora_arg
     return (trainer or train)(model, splits['train'], splits.get('valid'), train_args, adapter_config=cfg, **kwargs)
 
 # %% ../nbs/31_cli.ipynb #8b5fb6cf
-def test_model(model, ds, batch_size:int, num_batches:int=-1)->float:
-    "Print and return the test loss (and perplexity) on `ds`."
+def test_model(model, ds, batch_size:int, num_batches:int=-1, loss_fn=None)->float:
+    "Print and return the test loss on `ds`: with its perplexity, or with a preference `loss_fn`'s measures."
     import math
-    from mlxtune.trainer import evaluate
+    from mlxtune.trainer import evaluate_metrics
     model.eval()
-    loss = evaluate(model, ds, batch_size, num_batches)
-    print(f'test loss {loss:.3f}, test perplexity {math.exp(loss) if loss < 700 else math.inf:.3f}')
+    r = evaluate_metrics(model, ds, batch_size, num_batches, *([loss_fn] if loss_fn else []))
+    loss = r.pop('loss')
+    more = (', '.join(f'{k} {v:.3f}' for k, v in r.items()) if loss_fn else
+            f'test perplexity {math.exp(loss) if loss < 700 else math.inf:.3f}')
+    print(f'test loss {loss:.3f}, {more}')
     return loss
 
 # %% ../nbs/31_cli.ipynb #471f022b
@@ -413,12 +417,13 @@ def lora(argv=None):
     "Fine-tune adapters and/or test them: `mlxtune lora --model M --data D [options]` (`--test` alone: test only)."
     import mlx.core as mx
     from mlxtune.data import load_datasets, split_files
+    from mlxtune.preference import load_preference_datasets
     from mlxtune.adapters import load, load_adapters
     from mlxtune.generate import generate
     argv = sys.argv[2:] if argv is None else argv
     opts, origin, demo, notes = lora_options(argv)
     for n in notes: print(n)
-    run, data_args, lora_args, train_args = split_options(opts, LORA_GROUPS, origin)
+    run, data_args, lora_args, train_args, pref_args = split_options(opts, LORA_GROUPS, origin)
     try: check_lora_run(run, data_args, train_args)
     except ValueError as e: raise ValueError(f'{named_origin(str(e), origin)}{e}') from None
     if demo:
@@ -426,7 +431,9 @@ def lora(argv=None):
         print(demo_banner(opts, run.model))
     mx.random.seed(train_args.seed)
     model, tok = load(run.model)
-    splits = load_datasets(tok, data_args, ('train', 'valid') * run.train + ('test',) * run.test)
+    loss_fn = preference_loss(pref_args)   # None: cross entropy
+    load_splits = load_preference_datasets if loss_fn else load_datasets
+    splits = load_splits(tok, data_args, ('train', 'valid') * run.train + ('test',) * run.test)
     for s, name in (('train', data_args.train_split), ('test', data_args.test_split)):
         if s in splits and splits[s] is None:
             found = ', '.join(split_files(data_args.data)) if isinstance(data_args.data, (str, Path)) else ''
@@ -434,9 +441,10 @@ def lora(argv=None):
                              + (f' (found: {found}; {s}_split names the split)' if found else ''))
     if run.train and splits['valid'] is None and 'valid_split' in origin:   # a split the user names must exist
         raise ValueError(f'{data_args.data}: no {data_args.valid_split!r} split (valid_split)')
-    if run.train: train_adapters(model, splits, run, data_args, lora_args, train_args)
+    if run.train: train_adapters(model, splits, run, data_args, lora_args, train_args,
+                                 **({'loss_fn': loss_fn} if loss_fn else {}))
     elif train_args.adapter_path: load_adapters(model, train_args.adapter_path)
-    if run.test: test_model(model, splits['test'], train_args.batch_size, run.test_batches)
+    if run.test: test_model(model, splits['test'], train_args.batch_size, run.test_batches, loss_fn)
     if demo and run.train:
         want = next(m['content'] for c in opts['data']['train'] for i, m in enumerate(c['messages'])
                     if m['role'] == 'assistant' and c['messages'][i-1]['content'] == DEMO_PROMPT)

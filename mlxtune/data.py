@@ -16,6 +16,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterator, Literal
 import numpy as np
+from fastcore.basics import patch
 
 # %% ../nbs/01_data.ipynb #0b696932
 _FORMAT_FIELDS = {'chat': ('messages_field',), 'completions': ('prompt_field', 'completion_field'),
@@ -405,6 +406,9 @@ def _check_messages(rec, where, args):
 # %% ../nbs/01_data.ipynb #d97915bc
 def record_format(rec:dict, where:str, args:DataArgs)->str:
     "`rec`'s format ('chat', 'completions' or 'text'), its fields checked; else a `ValueError` naming `where`."
+    if 'chosen' in rec and 'rejected' in rec:
+        raise ValueError(f'{where}: a preference pair (chosen and rejected answers): '
+                         'train on pairs with a preference loss (loss dpo, ipo, orpo or simpo)')
     formats = args._formats()
     found = [fmt for fmt, ks in formats.items() if any(k in rec for k in ks)]
     if not found:
@@ -702,13 +706,19 @@ def batch_order(lengths, # Token length of every sample
 # %% ../nbs/01_data.ipynb #36d088ef
 @dataclass
 class Batch:
-    "A padded batch: `inputs`, `targets`, `mask` (B, L), the trained target count, and `segments` when packed."
+    "A padded batch: `inputs`, `targets`, `mask` (B, L), the trained target count, and what the loss also takes."
     inputs: Any
     targets: Any
     mask: Any
     n_tokens: int
     indices: np.ndarray
     segments: Any = None # Packed rows: which sample (1, 2, ...; 0 = padding) each position belongs to
+    reference: Any = None # Preference pairs: the reference model's log-probability of each row's answer
+
+    @property
+    def extra(self)->tuple:
+        "What a loss takes after `(inputs, targets, mask)`: the packed rows' `segments`, or the pairs' `reference`."
+        return tuple(x for x in (self.segments, self.reference) if x is not None)
 
 # %% ../nbs/01_data.ipynb #55db1ac3
 def make_batch(ds:TokenizedDataset, idx, pad_multiple:int=8, pad_id:int=0)->Batch:
@@ -723,6 +733,12 @@ def make_batch(ds:TokenizedDataset, idx, pad_multiple:int=8, pad_id:int=0)->Batc
     mask = m[:, 1:]
     return Batch(mx.array(x[:, :-1]), mx.array(x[:, 1:]), mx.array(mask.astype(np.float32)), int(mask.sum()),
                  np.asarray(idx))
+
+# %% ../nbs/01_data.ipynb #1672b615
+@patch
+def batch(self:TokenizedDataset, idx, pad_multiple:int=8)->Batch:
+    "The `Batch` of samples `idx`, padded to a multiple of `pad_multiple`: what the trainer trains on."
+    return make_batch(self, idx, pad_multiple)
 
 # %% ../nbs/01_data.ipynb #09f03b59
 def iterate_batches(ds:TokenizedDataset, batch_size:int, seed:int=0, epoch:int=0, shuffle:bool=True,

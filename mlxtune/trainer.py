@@ -6,8 +6,9 @@ callbacks and data-parallel training."""
 
 # %% auto #0
 __all__ = ['REPORT_TO', 'RUN_DEFINING', 'WEIGHT_BOUND', 'CHANGEABLE', 'TrainingArgs', 'History', 'TrainerState', 'NonFiniteLoss',
-           'NonFiniteWeights', 'TrainingInterrupted', 'evaluate', 'check_trainable', 'run_fingerprint', 'training_loss',
-           'run_optimizer', 'Batches', 'total_steps', 'compiled_steps', 'TrainingRun', 'train']
+           'NonFiniteWeights', 'TrainingInterrupted', 'evaluate_metrics', 'evaluate', 'check_trainable',
+           'run_fingerprint', 'training_loss', 'prepare_loss', 'run_optimizer', 'Batches', 'total_steps',
+           'compiled_steps', 'TrainingRun', 'train']
 
 # %% ../nbs/12_trainer.ipynb #699423b7
 import contextlib, inspect, math, signal, threading, time, json
@@ -200,7 +201,8 @@ class TrainerState:
     best_step: int = -1
     bad_evals: int = 0
     window_loss: float = 0.0  # summed token loss since the last report
-    window_tokens: int = 0
+    window_tokens: int = 0    # what the loss counts (tokens; pairs for a preference loss)
+    window_sums: dict = field(default_factory=dict)   # trained tokens and the loss's own measures, summed
     should_stop: bool = False
     save_requested: bool = False   # a checkpoint at the end of this step (e.g. a notebook's Save button)
     stop_reason: str = ''
@@ -222,21 +224,29 @@ class TrainingInterrupted(KeyboardInterrupt):
         super().__init__(msg); self.step, self.checkpoint = step, checkpoint
 
 # %% ../nbs/12_trainer.ipynb #236cacf6
-def evaluate(model, ds:TokenizedDataset, batch_size:int=4, num_batches:int=-1, loss_fn:Callable=cross_entropy_loss,
-             pad_multiple:int=8)->float:
-    "Token-weighted mean loss over the first `num_batches` batches of `ds` in its own order (-1: all)."
+def evaluate_metrics(model, ds:TokenizedDataset, batch_size:int=4, num_batches:int=-1,
+                     loss_fn:Callable=cross_entropy_loss, pad_multiple:int=8)->dict:
+    "The mean `loss` over the first `num_batches` batches of `ds` in its own order (-1: all), and the loss's measures."
     order = batch_order(ds.lengths, batch_size, shuffle=False)
     if num_batches >= 0: order = order[:num_batches]
-    total = ntok = 0.0
+    sums, n_all = {}, 0.0
     for idx in order:
-        b = make_batch(ds, idx, pad_multiple)
-        loss, n = loss_fn(model, b.inputs, b.targets, b.mask)
-        mx.eval(loss, n)
-        total += loss.item() * n.item(); ntok += n.item()
-    if not ntok:
+        b = ds.batch(idx, pad_multiple)
+        loss, n, *measures = loss_fn(model, b.inputs, b.targets, b.mask, *b.extra)
+        measures = measures[0] if measures else {}
+        mx.eval(loss, n, measures)
+        for k, v in {'loss': loss * n, **measures}.items(): sums[k] = sums.get(k, 0.0) + v.item()
+        n_all += n.item()
+    if not n_all:
         raise ValueError(f'{getattr(ds, "name", "dataset")}: no trained token in the {len(order)} batches evaluated '
                          f'(num_batches={num_batches}): no loss to report')
-    return total / ntok
+    return {k: v / n_all for k, v in sums.items()}
+
+# %% ../nbs/12_trainer.ipynb #1fce08ce
+def evaluate(model, ds:TokenizedDataset, batch_size:int=4, num_batches:int=-1, loss_fn:Callable=cross_entropy_loss,
+             pad_multiple:int=8)->float:
+    "The mean loss over the first `num_batches` batches of `ds` in its own order (-1: all), weighted as the loss says."
+    return evaluate_metrics(model, ds, batch_size, num_batches, loss_fn, pad_multiple)['loss']
 
 # %% ../nbs/12_trainer.ipynb #c0b6f193
 def check_trainable(model):
@@ -315,6 +325,16 @@ def training_loss(loss_fn:Callable, args:TrainingArgs, model)->Callable:
         check_chunkable(model)
         return partial(chunked_cross_entropy_loss, chunk_size=args.loss_chunk_size)
     return loss_fn
+
+# %% ../nbs/12_trainer.ipynb #6c61ac33
+def prepare_loss(loss_fn:Callable, args:TrainingArgs, model, train_set, valid_set, log:Callable|None=None):
+    "Call `loss_fn.prepare(model, args, train_set, valid_set, log)` if it has one; refuse pairs to any other loss."
+    prepare = getattr(loss_fn, 'prepare', None)
+    if prepare is not None: return prepare(model, args, train_set, valid_set, log)
+    if getattr(train_set, 'pairs', False):
+        name = getattr(loss_fn, '__name__', type(loss_fn).__name__)
+        raise ValueError(f'{train_set.name}: preference pairs (chosen and rejected answers) train with a preference '
+                         f'loss (dpo, ipo, orpo or simpo), not {name}')
 
 # %% ../nbs/12_trainer.ipynb #b9ae1b80
 def _attention_chunks(args, model)->tuple[int, int]:
@@ -397,7 +417,7 @@ class Batches:
     def make(self, idx)->Batch:
         "The arrays of the batch `idx`: packed rows of `pack_length`, or padded to a multiple of `pad_multiple`."
         if self.args.pack: return make_packed_batch(self.ds, idx, self.pack_length)
-        return make_batch(self.ds, idx, self.pad_multiple)
+        return self.ds.batch(idx, self.pad_multiple)
 
 # %% ../nbs/12_trainer.ipynb #ae238c9b
 def total_steps(args:TrainingArgs, batches:Batches)->int:
@@ -433,17 +453,17 @@ def _diverged(cls, what:str, step:int, run_dir:Path|None, before:int)->NonFinite
 
 # %% ../nbs/12_trainer.ipynb #d92d9c34
 def compiled_steps(model, opt, loss_fn:Callable, max_grad_norm:float=0.0)->tuple:
-    "`(micro_step, update, state)`: one micro-batch's summed loss and its gradient, the update, their state; compiled."
-    def sum_loss(m, inputs, targets, mask, *segments):
-        loss, n = loss_fn(m, inputs, targets, mask, *segments)
-        return loss * n, n
+    "`(micro_step, update, state)`: a micro-batch's summed loss, count, measures, gradient; the update; their state."
+    def sum_loss(m, *batch):
+        loss, n, *measures = loss_fn(m, *batch)
+        return loss * n, n, (measures[0] if measures else {})
     loss_and_grad = nn.value_and_grad(model, sum_loss)
     state = [model.state, opt.state, mx.random.state]
 
     @partial(mx.compile, inputs=state, outputs=state)
-    def micro_step(inputs, targets, mask, *segments):
-        (loss, n), g = loss_and_grad(model, inputs, targets, mask, *segments)
-        return loss, n, g
+    def micro_step(inputs, targets, mask, *extra):
+        (loss, n, measures), g = loss_and_grad(model, inputs, targets, mask, *extra)
+        return loss, n, measures, g
 
     @partial(mx.compile, inputs=state, outputs=state)
     def update(grads, n):
@@ -454,18 +474,19 @@ def compiled_steps(model, opt, loss_fn:Callable, max_grad_norm:float=0.0)->tuple
     return micro_step, update, state
 
 # %% ../nbs/12_trainer.ipynb #2959aa41
-def _all_sum(grads, loss_sum:float, n_sum:int):
-    "Sum gradients (a tree), loss and token count over all workers with one `all_sum`."
+def _all_sum(grads, sums:dict)->tuple:
+    "Sum gradients (a tree) and the numbers in `sums` (loss, count, measures) over all workers with one `all_sum`."
     from mlx.utils import tree_unflatten
     flat = tree_flatten(grads)
     vec = mx.concatenate([g.reshape(-1).astype(mx.float32) for _, g in flat]
-                         + [mx.array([loss_sum, n_sum], dtype=mx.float32)])
+                         + [mx.array(list(sums.values()), dtype=mx.float32)])
     vec = mx.distributed.all_sum(vec)
     out, i = [], 0
     for k, g in flat:
         out.append((k, vec[i:i + g.size].reshape(g.shape).astype(g.dtype))); i += g.size
     mx.eval(vec)
-    return tree_unflatten(out), vec[i].item(), int(vec[i + 1].item())
+    total = {k: type(v)(x) for (k, v), x in zip(sums.items(), vec[i:].tolist())}
+    return tree_unflatten(out), total
 
 # %% ../nbs/12_trainer.ipynb #7d21d632
 CHANGEABLE = ('iters', 'epochs', 'learning_rate', 'lr_schedule', 'warmup_steps', 'warmup_init', 'decay_steps',
@@ -478,6 +499,7 @@ def _state_dict(st:TrainerState, fp:dict)->dict:
             'total_steps': st.total_steps,
             'best_loss': st.best_loss if math.isfinite(st.best_loss) else None, 'best_step': st.best_step,
             'bad_evals': st.bad_evals, 'window_loss': st.window_loss, 'window_tokens': st.window_tokens,
+            'window_sums': st.window_sums,
             'history': asdict(st.history), 'fingerprints': fp,
             'args': {k: getattr(st.args, k) for k in RUN_DEFINING + CHANGEABLE}}
 
@@ -506,6 +528,8 @@ def _check_state(s:dict, where)->dict:
         if not isinstance(s[k], t) or isinstance(s[k], bool):
             raise ValueError(f'{where}: {k}={s[k]!r} has the wrong type')
         if t is int and s[k] < (-1 if k == 'best_step' else 0): raise ValueError(f'{where}: {k}={s[k]} is negative')
+    if not isinstance(s.get('window_sums', {}), dict):
+        raise ValueError(f"{where}: window_sums={s['window_sums']!r} has the wrong type")
     if s.get('best_loss') is not None and not isinstance(s['best_loss'], (int, float)):
         raise ValueError(f"{where}: best_loss={s['best_loss']!r} has the wrong type")
     return s
@@ -529,7 +553,7 @@ def _resume(st:TrainerState, opt, path, fp:dict, log=None):
     st.step, st.epoch, st.batch = s['step'], s['epoch'], s['batch']
     st.best_step, st.bad_evals = s['best_step'], s['bad_evals']
     st.best_loss = math.inf if s['best_loss'] is None else s['best_loss']
-    st.window_loss, st.window_tokens = s['window_loss'], s['window_tokens']
+    st.window_loss, st.window_tokens, st.window_sums = s['window_loss'], s['window_tokens'], s.get('window_sums', {})
     st.history = History(**s['history'])
     mx.eval(st.model.parameters(), opt.state)
 
@@ -548,6 +572,7 @@ class TrainingRun:
         self.valid_set = _check_start(args, train_set, valid_set, self.log)
         _memory_limits(args)
         if self.log is not None and on_cpu() and (hint := cpu_hint()): self.log(hint)
+        prepare_loss(loss_fn, args, model, train_set, self.valid_set, self.log)
         self.loss_fn = training_loss(loss_fn, args, model)
         self.attention_chunks = _attention_chunks(args, model)
         self.batches = Batches(args, train_set)
@@ -568,27 +593,29 @@ class TrainingRun:
         steps = compiled_steps(model, self.opt, self.loss_fn, args.max_grad_norm)
         self.micro_step, self.update_weights, self.state = steps
         self.at_start = None     # (epoch, batch, random key) where the update in progress began (to undo it)
-        self.pending = (0.0, 0)  # the summed loss and trained tokens of the last update
+        self.pending = {'loss': 0.0, 'n': 0}   # the sums of the last update (`accumulate`)
         self.t0 = time.perf_counter()
 
 # %% ../nbs/12_trainer.ipynb #ac3536db
 @patch
 def accumulate(self:TrainingRun)->tuple:
-    "`(grads, loss, tokens)` summed over the next update's micro-batches (and workers); the position moves past them."
+    "`(grads, sums)` over the next update's micro-batches (and workers); sums: loss, count, trained tokens, measures."
     args, st = self.args, self.st
-    grads, loss_sum, n_sum = None, 0.0, 0
+    grads, sums = None, {}
     for j in range(args.grad_accumulation_steps):
         if j and self.batches.epoch_ends(st): break   # an update never straddles two epochs
         idx = self.batches.next(st)
         share = idx[self.rank::self.world]   # this worker's part of the batch (all of it for one worker)
         b = self.batches.make(share if len(share) else idx[:1])
-        loss, n, g = self.micro_step(b.inputs, b.targets, b.mask if len(share) else mx.zeros_like(b.mask),
-                                     *([b.segments] if args.pack else []))
+        mask = b.mask if len(share) else mx.zeros_like(b.mask)
+        loss, n, measures, g = self.micro_step(b.inputs, b.targets, mask, *b.extra)
         grads = g if grads is None else tree_map(mx.add, grads, g)
-        mx.eval(loss, n, grads)
-        loss_sum += loss.item(); n_sum += int(n.item())
-    if self.world > 1: grads, loss_sum, n_sum = _all_sum(grads, loss_sum, n_sum)
-    return grads, loss_sum, n_sum
+        mx.eval(loss, n, measures, grads)
+        new = {'loss': loss.item(), 'n': int(n.item()), 'trained_tokens': b.n_tokens if len(share) else 0,
+               **{k: v.item() for k, v in measures.items()}}
+        sums = {k: sums.get(k, 0) + v for k, v in new.items()}
+    if self.world > 1: grads, sums = _all_sum(grads, sums)
+    return grads, sums
 
 # %% ../nbs/12_trainer.ipynb #ba7fb5ea
 @patch
@@ -596,12 +623,12 @@ def update(self:TrainingRun):
     "One optimizer update: the micro-batches' gradients, the loss checked before they are applied, the weights after."
     st = self.st
     self.at_start = (st.epoch, st.batch, mx.random.state[0])
-    grads, loss_sum, n_sum = self.accumulate()
-    if not math.isfinite(loss_sum):
-        raise _diverged(NonFiniteLoss, f'non-finite loss ({loss_sum}) at step {st.step + 1}: training stopped before '
-                        'applying it', st.step + 1, self.failed_dir, st.step)
-    self.pending = (loss_sum, n_sum)
-    ok = self.update_weights(grads, mx.array(n_sum, dtype=mx.float32))
+    grads, sums = self.accumulate()
+    if not math.isfinite(sums['loss']):
+        raise _diverged(NonFiniteLoss, f"non-finite loss ({sums['loss']}) at step {st.step + 1}: training stopped "
+                        'before applying it', st.step + 1, self.failed_dir, st.step)
+    self.pending = sums
+    ok = self.update_weights(grads, mx.array(sums['n'], dtype=mx.float32))
     mx.eval(self.state, ok)
     self.count(ok)
 
@@ -617,20 +644,24 @@ def count(self:TrainingRun, ok:mx.array):
                         'them',
                         st.step + 1, self.failed_dir, st.step + 1)
     st.step += 1
-    st.window_loss, st.window_tokens = st.window_loss + self.pending[0], st.window_tokens + self.pending[1]
+    p = self.pending
+    st.window_loss, st.window_tokens = st.window_loss + p['loss'], st.window_tokens + p['n']
+    st.window_sums = {k: st.window_sums.get(k, 0) + v for k, v in p.items() if k not in ('loss', 'n')}
     self.at_start = None
 
 # %% ../nbs/12_trainer.ipynb #ae442798
 @patch
 def report(self:TrainingRun):
-    "The training loss, tokens and speed since the last report: into the history, and to the callbacks."
+    "The training loss (and the loss's measures), trained tokens and speed since the last report: history, callbacks."
     st, dt = self.st, time.perf_counter() - self.t0
-    rec = {'step': st.step, 'loss': st.window_loss / max(st.window_tokens, 1), 'tokens': st.window_tokens,
-           'tokens_per_s': st.window_tokens / dt, 'learning_rate': float(self.opt.learning_rate.item()),
-           'peak_memory_gb': mx.get_peak_memory() / 1e9, 'cache_memory_gb': mx.get_cache_memory() / 1e9}
+    n, sums = max(st.window_tokens, 1), dict(st.window_sums)
+    tokens = sums.pop('trained_tokens', st.window_tokens)
+    rec = {'step': st.step, 'loss': st.window_loss / n, 'tokens': tokens, 'tokens_per_s': tokens / dt,
+           'learning_rate': float(self.opt.learning_rate.item()), 'peak_memory_gb': mx.get_peak_memory() / 1e9,
+           'cache_memory_gb': mx.get_cache_memory() / 1e9, **{k: v / n for k, v in sums.items()}}
     st.history.train.append(rec)
     for c in self.cbs: c.on_report(st, rec)
-    st.window_loss, st.window_tokens, self.t0 = 0.0, 0, time.perf_counter()
+    st.window_loss, st.window_tokens, st.window_sums, self.t0 = 0.0, 0, {}, time.perf_counter()
 
 # %% ../nbs/12_trainer.ipynb #1ab4e2b8
 @patch
@@ -639,13 +670,15 @@ def validate(self:TrainingRun):
     st, args = self.st, self.args
     if self.valid_set is None: return
     self.model.eval()
-    v = evaluate(self.model, self.valid_set, args.batch_size, args.val_batches, self.loss_fn, self.batches.pad_multiple)
+    r = evaluate_metrics(self.model, self.valid_set, args.batch_size, args.val_batches, self.loss_fn,
+                         self.batches.pad_multiple)
+    v = r['loss']
     if args.clear_cache: mx.clear_cache()
     self.model.train()
     if not math.isfinite(v):
         raise _diverged(NonFiniteLoss, f'non-finite validation loss ({v}) at step {st.step}: training stopped', st.step,
                         self.failed_dir, st.step)
-    rec = {'step': st.step, 'loss': v}
+    rec = {'step': st.step, **r}
     st.history.val.append(rec)
     if v < st.best_loss - args.early_stopping_min_delta: st.best_loss, st.best_step, st.bad_evals = v, st.step, 0
     else: st.bad_evals += 1
@@ -682,7 +715,8 @@ def save_due(self:TrainingRun, improved:bool)->bool:
 def after_update(self:TrainingRun):
     "What follows an update: the callbacks; then, when due, the report, validation and a checkpoint."
     st, args, last = self.st, self.args, self.st.step == self.total
-    for c in self.cbs: c.on_step(st, self.pending[0] / max(self.pending[1], 1), self.pending[1])
+    p = self.pending
+    for c in self.cbs: c.on_step(st, p['loss'] / max(p['n'], 1), p.get('trained_tokens', p['n']))
     if st.step % args.steps_per_report == 0 or last: self.report()
     best = st.best_step
     if st.step % args.steps_per_eval == 0 or last: self.validate()

@@ -60,6 +60,8 @@ def test_files_config_and_test_split(tmp_path):
     ([], 'iters: many\n', "'iters' must be int, got 'many'"),
     (['--model', 'x'], None, '--data is required with --model'),
     ([], 'train_on: prompts\n', 'c.yaml: --train-on prompts: choose'),
+    (['--loss', 'kto'], None, "loss 'kto': choose"),
+    (['--beta', '0.2'], None, 'beta applies to a preference loss'),
 ])
 def test_bad_options_are_clear_errors(tmp_path, args, config, msg):
     if config: (tmp_path/'c.yaml').write_text(config); args = [*args, '-c', 'c.yaml']
@@ -161,3 +163,28 @@ def test_ctrl_c_saves_and_prints_the_command_that_continues(tmp_path):
     cmd[cmd.index('--iters') + 1] = str(int(m[1]) + 5)   # continue for 5 more steps (a resume may change the run's length)
     done = run(cmd, tmp_path)
     assert f'resuming at step {m[1]}' in done.stdout and f'step {int(m[1]) + 5}/{int(m[1]) + 5}' in done.stdout, done.stdout
+
+def test_preference_training_from_yaml(tmp_path):
+    "`loss: dpo` in a YAML config trains on {prompt, chosen, rejected} files, reports rewards and tests on pairs."
+    from mlxtune.tiny import build_tiny_model
+    model = build_tiny_model(tmp_path/'model')
+    data = tmp_path/'data'; data.mkdir()
+    things = [('sky', 'blue'), ('grass', 'green'), ('sun', 'yellow'), ('snow', 'white'), ('coal', 'black'), ('sea', 'blue'),
+              ('leaf', 'green'), ('rose', 'red'), ('milk', 'white'), ('night', 'black'), ('lemon', 'yellow'), ('blood', 'red')]
+    recs = [{'prompt': f'What colour is the {t}?', 'chosen': f'The {t} is {c}.', 'rejected': 'I cannot answer that.'}
+            for t, c in things]
+    for name, part in [('train', recs[:8]), ('valid', recs[8:10]), ('test', recs[10:])]:
+        (data/f'{name}.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in part))
+    (tmp_path/'c.yaml').write_text(f'model: {model}\ndata: {data}\nloss: dpo\nbeta: 0.2\niters: 20\nbatch_size: 2\n'
+                                   'learning_rate: 0.003\nsteps_per_eval: 10\nsteps_per_report: 10\nadapter_path: out\n')
+    p = run(['mlxtune', 'lora', '-c', 'c.yaml', '--train', '--test'], tmp_path)
+    assert 'train: 8 preference pairs' in p.stdout and 'reference log-probabilities of 8 pairs' in p.stdout, p.stdout
+    assert re.search(r'step 20/20: loss [\d.]+ .*\| reward_accuracy [\d.]+, chosen_reward', p.stdout), p.stdout
+    val = [float(x) for x in re.findall(r'validation loss ([\d.]+)', p.stdout)]
+    assert len(val) == 3 and val[-1] < val[0], p.stdout
+    assert re.search(r'test loss [\d.]+, reward_accuracy [\d.]+', p.stdout), p.stdout
+    assert (tmp_path/'out'/'adapters.safetensors').exists()
+    # the same files under the default cross-entropy loss: refused at the first record, which is named
+    bad = run(['mlxtune', 'lora', '--model', str(model), '--data', str(data), '--iters', '1'], tmp_path, check=False)
+    assert bad.returncode == 2 and f'{data}/train.jsonl:1: a preference pair' in bad.stderr, bad.stderr
+    assert 'Traceback' not in bad.stderr
