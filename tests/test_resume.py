@@ -88,17 +88,19 @@ def test_ctrl_c_saves_and_resumes_exactly(reference):
     assert list_checkpoints(run)[-1].name == f"checkpoint-{stop['step']}" and not (run/'adapters.safetensors').exists()
     check_resume(d, model, run, ref_hist, ref_w)
 
-def test_data_parallel_matches_one_process(tmp_path):
-    "Two CPU processes (mlx.launch, ring backend), each with half of every batch, give one process's result."
+@pytest.mark.parametrize('loss', ['cross_entropy', 'dpo'])
+def test_data_parallel_matches_one_process(tmp_path, loss):
+    "Two CPU processes (mlx.launch, ring backend), each with half of every batch (of pairs), give one process's result."
     model = build_tiny_model(tmp_path/'model')
-    finish(start(model, tmp_path/'one', iters=6, dropout=0.0))
+    finish(start(model, tmp_path/'one', iters=6, dropout=0.0, loss=loss))
     port = random.Random().randint(20000, 40000)
     launch = Path(sys.executable).parent/'mlx.launch'
     p = subprocess.run([str(launch), '-n', '2', '--backend', 'ring', '--starting-port', str(port), '--python', sys.executable,
-                        str(WORKER), str(model), str(tmp_path/'two'), '--iters', '6', '--dropout', '0.0'],
+                        str(WORKER), str(model), str(tmp_path/'two'), '--iters', '6', '--dropout', '0.0', '--loss', loss],
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr
     one, two = (json.loads((tmp_path/r/'history.json').read_text()) for r in ('one', 'two'))
     np.testing.assert_allclose(two['train'], one['train'], rtol=1e-4)
+    if loss == 'dpo': np.testing.assert_allclose(two['val_margin'], one['val_margin'], rtol=1e-3, atol=1e-6)
     w1, w2 = mx.load(str(tmp_path/'one'/'adapters.safetensors')), mx.load(str(tmp_path/'two'/'adapters.safetensors'))
     for n in w1: np.testing.assert_allclose(np.array(w2[n]), np.array(w1[n]), rtol=1e-3, atol=1e-5)
