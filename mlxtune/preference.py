@@ -70,7 +70,7 @@ def pair_samples(prompt, chosen, rejected, tokenizer, tools:list|None=None, wher
 
 # %% ../nbs/18_preference.ipynb #2935a2d0
 def keep_prompt_end(ids:list[int], trained:list[bool], max_len:int)->tuple:
-    "`(ids, trained, prompt_cut, answer_cut)`: at most `max_len` tokens, the prompt's start cut first, then the answer's end."
+    "`(ids, trained, prompt_cut, answer_cut)`: at most `max_len` tokens, cut at the prompt's start, then answer's end."
     over = len(ids) - max_len
     if over <= 0: return ids, trained, 0, 0
     start = next((i for i, t in enumerate(trained) if t), len(ids))   # the answer's first token
@@ -117,6 +117,7 @@ def load_preference_split(source, tokenizer, args:DataArgs, split:str='train')->
     "Read, check and tokenise one split of preference pairs (None if the split does not exist)."
     recs = read_records(source, split, args.hf_config)
     if recs is None: return None
+    if not recs: raise ValueError(f'{split}: no preference pairs')
     ids, trained, where, n_trunc, cuts = [], [], [], 0, [0, 0]
     for rec, w in recs:
         prompt, chosen, rejected = pair_messages(rec, w, args.prompt_field)
@@ -127,7 +128,6 @@ def load_preference_split(source, tokenizer, args:DataArgs, split:str='train')->
             cuts[0] += p; cuts[1] += a; truncated |= bool(p or a)
             ids.append(x); trained.append(m); where.append(w)
         n_trunc += truncated
-    if not recs: raise ValueError(f'{split}: no preference pairs')
     rows = TokenizedDataset(ids, trained, where, 'preference', name=split)
     ds = PreferenceDataset(rows, n_trunc, *cuts, name=split)
     if n_trunc:
@@ -183,7 +183,8 @@ def dpo_losses(chosen_logps, rejected_logps, ref_chosen_logps, ref_rejected_logp
     rejected_rewards = beta * (rejected_logps - ref_rejected_logps)
     logits = (chosen_logps - ref_chosen_logps) - (rejected_logps - ref_rejected_logps)
     if ipo: losses = (logits - 1 / (2 * beta)) ** 2
-    else: losses = -(1 - label_smoothing) * nn.log_sigmoid(beta * logits) - label_smoothing * nn.log_sigmoid(-beta * logits)
+    else: losses = (-(1 - label_smoothing) * nn.log_sigmoid(beta * logits)
+                    - label_smoothing * nn.log_sigmoid(-beta * logits))
     return losses, chosen_rewards, rejected_rewards
 
 # %% ../nbs/18_preference.ipynb #79fa64b2
@@ -210,7 +211,7 @@ DEFAULT_BETA = {'dpo': 0.1, 'ipo': 0.1, 'orpo': 0.1, 'simpo': 2.0}   # as DPO's,
 
 @dataclass
 class PreferenceLoss:
-    "A preference loss with the trainer's signature: `(model, inputs, targets, mask, reference) -> (loss, pairs, measures)`."
+    "A preference loss for the trainer: `(model, inputs, targets, mask, reference)` -> `(loss, pairs, measures)`."
     kind: str = 'dpo' # 'dpo', 'ipo', 'orpo' or 'simpo'
     beta: float|None = None # DPO/IPO's beta, ORPO's lambda, SimPO's beta; None: `DEFAULT_BETA`
     label_smoothing: float = 0.0 # DPO and SimPO: the share of pairs taken as mislabelled
