@@ -177,7 +177,7 @@ def dataset_fingerprint(ds)->str|None:
 
 # %% ../nbs/10_checkpoints.ipynb #043eb6bc
 FINGERPRINT_NAMES = {'model': 'base model', 'adapters': 'adapter configuration', 'train': 'training data',
-                     'valid': 'validation data', 'args': 'training options'}
+                     'valid': 'validation data', 'args': 'training options', 'world': 'number of workers'}
 
 def check_fingerprints(saved:dict, current:dict, where, saved_args:dict|None=None, current_args:dict|None=None):
     "Refuse a checkpoint whose fingerprints differ from this run's, naming what differs (and which options)."
@@ -188,5 +188,6 @@ def check_fingerprints(saved:dict, current:dict, where, saved_args:dict|None=Non
                 for k in current_args if k in saved_args and saved_args[k] != current_args[k]]
         if not diff: bad.remove('args')   # the same values, hashed over another version's list of options
     if not bad: return
+    if 'world' in bad: diff.append(f"{saved.get('world')} then, {current['world']} now")
     msg = ', '.join(FINGERPRINT_NAMES.get(k, k) for k in bad) + (f" ({'; '.join(diff)})" if diff else '')
     raise ValueError(f'{where}: this checkpoint is from a different run: {msg} differ')

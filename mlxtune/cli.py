@@ -421,6 +421,7 @@ def lora(argv=None):
     from mlxtune.adapters import load, load_adapters
     from mlxtune.generate import generate
     argv = sys.argv[2:] if argv is None else argv
+    if mx.distributed.init().rank(): sys.stdout = open(os.devnull, 'w')   # one of several workers reports
     opts, origin, demo, notes = lora_options(argv)
     for n in notes: print(n)
     run, data_args, lora_args, train_args, pref_args = split_options(opts, LORA_GROUPS, origin)
@@ -681,7 +682,7 @@ def resume_command(argv, checkpoint)->str:
 # %% ../nbs/31_cli.ipynb #84394954
 def main(argv=None):
     "`mlxtune COMMAND [options]`."
-    from mlxtune.trainer import NonFiniteLoss, TrainingInterrupted
+    from mlxtune.trainer import NonFiniteLoss, TrainingInterrupted, WorkersLost
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] in (['--version'], ['-V']):
         from mlxtune import __version__
@@ -705,7 +706,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f'{prog}: interrupted', file=sys.stderr)
         sys.exit(130)
-    except (ValueError, OSError, NonFiniteLoss) as e:
+    except (ValueError, OSError, NonFiniteLoss, WorkersLost) as e:
         print(f'{prog}: error: {as_flags(str(e), names)}', file=sys.stderr)
         sys.exit(2)
     except Exception as e:   # a defect of mlxtune's: still one line, with the traceback on request

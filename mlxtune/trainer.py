@@ -8,10 +8,10 @@ callbacks and data-parallel training."""
 __all__ = ['REPORT_TO', 'RUN_DEFINING', 'WEIGHT_BOUND', 'CHANGEABLE', 'TrainingArgs', 'History', 'TrainerState', 'NonFiniteLoss',
            'NonFiniteWeights', 'TrainingInterrupted', 'evaluate_metrics', 'evaluate', 'check_trainable',
            'run_fingerprint', 'training_loss', 'prepare_loss', 'run_optimizer', 'Batches', 'total_steps',
-           'compiled_steps', 'TrainingRun', 'train']
+           'compiled_steps', 'worker_share', 'WorkersLost', 'bounded_wait', 'TrainingRun', 'train']
 
 # %% ../nbs/12_trainer.ipynb #699423b7
-import contextlib, inspect, math, signal, threading, time, json
+import contextlib, inspect, math, os, signal, sys, threading, time, json
 from dataclasses import dataclass, field, asdict, fields
 from functools import partial
 from pathlib import Path
@@ -89,6 +89,8 @@ class TrainingArgs:
     clear_cache: bool = False # Empty MLX's buffer cache after every validation (its batches have other shapes)
     # Apple silicon: memory kept wired for the model (mx.set_wired_limit); None: MLX's default
     wired_limit_gb: float|None = None
+    # Several workers: how long one waits for the others at a step before it ends the run (one of them stopped)
+    worker_timeout: float = 600.0
     progress: bool = False # Show a progress bar
     report_to: str|None = None # Also log to 'wandb', 'swanlab' or both ('wandb,swanlab'); None: the terminal only
     project_name: str|None = None # The Weights & Biases and/or SwanLab project; None: 'mlxtune'
@@ -146,7 +148,7 @@ class TrainingArgs:
                              'or keep_best (it defines an improvement)')
         if (self.attention_chunk_size or 0) < 0:
             raise ValueError(f'attention_chunk_size must be >= 0, got {self.attention_chunk_size}')
-        for k in ('cache_limit_gb', 'memory_limit_gb', 'wired_limit_gb'):
+        for k in ('cache_limit_gb', 'memory_limit_gb', 'wired_limit_gb', 'worker_timeout'):
             if getattr(self, k) is not None and getattr(self, k) <= 0:
                 raise ValueError(f'{k} must be > 0, got {getattr(self, k)}')
 
@@ -473,6 +475,11 @@ def compiled_steps(model, opt, loss_fn:Callable, max_grad_norm:float=0.0)->tuple
         return _within_bound(model.trainable_parameters())   # the new weights' check, evaluated with the update
     return micro_step, update, state
 
+# %% ../nbs/12_trainer.ipynb #bdb22368
+def worker_share(idx, rank:int, world:int):
+    "Worker `rank`'s part of a batch among `world` workers: every `world`-th sample (or pair, or packed row) from `rank`."
+    return idx[rank::world]
+
 # %% ../nbs/12_trainer.ipynb #2959aa41
 def _all_sum(grads, sums:dict)->tuple:
     "Sum gradients (a tree) and the numbers in `sums` (loss, count, measures) over all workers with one `all_sum`."
@@ -488,10 +495,28 @@ def _all_sum(grads, sums:dict)->tuple:
     total = {k: type(v)(x) for (k, v), x in zip(sums.items(), vec[i:].tolist())}
     return tree_unflatten(out), total
 
+# %% ../nbs/12_trainer.ipynb #b9ae0320
+class WorkersLost(RuntimeError):
+    "Another worker of a data-parallel run stopped: this one cannot go on (resume from the last good checkpoint)."
+
+@contextlib.contextmanager
+def bounded_wait(timeout:float, what:str):
+    "Run a collective; an error in it raises `WorkersLost`, and a wait past `timeout` seconds ends the process (status 1)."
+    def give_up():
+        sys.stderr.write(f'mlxtune: {what}: no answer from the other workers for {timeout:g} s (worker_timeout)\n')
+        sys.stderr.flush()
+        os._exit(1)   # the main thread is blocked inside the collective: nothing else can end it
+    timer = threading.Timer(timeout, give_up)
+    timer.daemon = True
+    timer.start()
+    try: yield
+    except RuntimeError as e: raise WorkersLost(f'{what}: lost the other workers ({e})') from None
+    finally: timer.cancel()
+
 # %% ../nbs/12_trainer.ipynb #7d21d632
 CHANGEABLE = ('iters', 'epochs', 'learning_rate', 'lr_schedule', 'warmup_steps', 'warmup_init', 'decay_steps',
               'min_learning_rate', 'max_grad_norm', 'steps_per_report', 'steps_per_eval', 'save_every',
-              'keep_checkpoints',               'early_stopping_patience', 'early_stopping_min_delta', 'keep_best')
+              'keep_checkpoints', 'worker_timeout', 'early_stopping_patience', 'early_stopping_min_delta', 'keep_best')
 
 def _state_dict(st:TrainerState, fp:dict)->dict:
     "The JSON part of a checkpoint (saved only with finite, bounded weights after a finite loss: `good`)."
@@ -605,7 +630,7 @@ def accumulate(self:TrainingRun)->tuple:
     for j in range(args.grad_accumulation_steps):
         if j and self.batches.epoch_ends(st): break   # an update never straddles two epochs
         idx = self.batches.next(st)
-        share = idx[self.rank::self.world]   # this worker's part of the batch (all of it for one worker)
+        share = worker_share(idx, self.rank, self.world)
         b = self.batches.make(share if len(share) else idx[:1])
         mask = b.mask if len(share) else mx.zeros_like(b.mask)
         loss, n, measures, g = self.micro_step(b.inputs, b.targets, mask, *b.extra)
@@ -614,7 +639,10 @@ def accumulate(self:TrainingRun)->tuple:
         new = {'loss': loss.item(), 'n': int(n.item()), 'trained_tokens': b.n_tokens if len(share) else 0,
                **{k: v.item() for k, v in measures.items()}}
         sums = {k: sums.get(k, 0) + v for k, v in new.items()}
-    if self.world > 1: grads, sums = _all_sum(grads, sums)
+    if self.world > 1:
+        what = (f'worker {self.rank} of {self.world}, step {st.step + 1} (resume from the last good checkpoint in '
+                f'{self.run_dir} with {self.world} workers)')
+        with bounded_wait(args.worker_timeout, what): grads, sums = _all_sum(grads, sums)
     return grads, sums
 
 # %% ../nbs/12_trainer.ipynb #ba7fb5ea

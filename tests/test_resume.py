@@ -88,19 +88,61 @@ def test_ctrl_c_saves_and_resumes_exactly(reference):
     assert list_checkpoints(run)[-1].name == f"checkpoint-{stop['step']}" and not (run/'adapters.safetensors').exists()
     check_resume(d, model, run, ref_hist, ref_w)
 
-@pytest.mark.parametrize('loss', ['cross_entropy', 'dpo'])
-def test_data_parallel_matches_one_process(tmp_path, loss):
+CASES = {'plain': [], 'dpo': ['--loss', 'dpo'], 'packed, accumulated, 4-bit': ['--pack', '--accum', '2', '--bits', '4']}
+
+@pytest.mark.parametrize('case', CASES)
+def test_data_parallel_matches_one_process(tmp_path, case):
     "Two CPU processes (mlx.launch, ring backend), each with half of every batch (of pairs), give one process's result."
-    model = build_tiny_model(tmp_path/'model')
-    finish(start(model, tmp_path/'one', iters=6, dropout=0.0, loss=loss))
+    model, extra = build_tiny_model(tmp_path/'model'), CASES[case]
+    p1 = subprocess.run([sys.executable, str(WORKER), str(model), str(tmp_path/'one'), '--iters', '6', '--dropout', '0.0',
+                         *extra], capture_output=True, text=True, timeout=600)
+    assert p1.returncode == 0, p1.stderr
     port = random.Random().randint(20000, 40000)
     launch = Path(sys.executable).parent/'mlx.launch'
     p = subprocess.run([str(launch), '-n', '2', '--backend', 'ring', '--starting-port', str(port), '--python', sys.executable,
-                        str(WORKER), str(model), str(tmp_path/'two'), '--iters', '6', '--dropout', '0.0', '--loss', loss],
+                        str(WORKER), str(model), str(tmp_path/'two'), '--iters', '6', '--dropout', '0.0', *extra],
                        capture_output=True, text=True, timeout=600)
     assert p.returncode == 0, p.stdout + p.stderr
     one, two = (json.loads((tmp_path/r/'history.json').read_text()) for r in ('one', 'two'))
     np.testing.assert_allclose(two['train'], one['train'], rtol=1e-4)
-    if loss == 'dpo': np.testing.assert_allclose(two['val_margin'], one['val_margin'], rtol=1e-3, atol=1e-6)
+    np.testing.assert_allclose(two['val'], one['val'], rtol=1e-5)   # every worker validates on all of it
+    if case == 'dpo': np.testing.assert_allclose(two['val_margin'], one['val_margin'], rtol=1e-3, atol=1e-6)
     w1, w2 = mx.load(str(tmp_path/'one'/'adapters.safetensors')), mx.load(str(tmp_path/'two'/'adapters.safetensors'))
     for n in w1: np.testing.assert_allclose(np.array(w2[n]), np.array(w1[n]), rtol=1e-3, atol=1e-5)
+    # worker 0 alone writes: the same files as one worker's run
+    assert sorted(f.name for f in (tmp_path/'two').iterdir()) == sorted(f.name for f in (tmp_path/'one').iterdir())
+    if case == 'plain':   # a run of two workers does not go on with one
+        p = subprocess.run([sys.executable, str(WORKER), str(model), str(tmp_path/'two'), '--iters', '6', '--dropout', '0.0',
+                            '--resume'], capture_output=True, text=True, timeout=600)
+        assert p.returncode != 0 and 'from a different run: number of workers (2 then, 1 now) differ' in p.stderr, p.stderr
+
+def test_a_worker_that_stops_ends_the_run_with_one_line(tmp_path):
+    "Workers started by hand (as mlx.launch starts them): one killed, or frozen, ends the others' run, saying so."
+    from mlxtune.checkpoints import is_good, last_good_checkpoint
+    from mlxtune.tiny import tiny_chat_data
+    model = build_tiny_model(tmp_path/'model')
+    data = tmp_path/'data'; data.mkdir()
+    (data/'train.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in tiny_chat_data()))
+    for how, sig in [('killed', signal.SIGKILL), ('frozen', signal.SIGSTOP)]:
+        port = random.Random().randint(20000, 40000)
+        hosts = tmp_path/f'hosts-{how}.json'; hosts.write_text(json.dumps([[f'127.0.0.1:{port}'], [f'127.0.0.1:{port + 1}']]))
+        run = tmp_path/how
+        cmd = [str(Path(sys.executable).parent/'mlxtune'), 'lora', '--model', str(model), '--data', str(data), '--iters', '100000',
+               '--batch-size', '4', '--save-every', '2', '--adapter-path', str(run), '--worker-timeout', '15']
+        ps = [subprocess.Popen(cmd, env={**os.environ, 'MLX_RANK': str(r), 'MLX_HOSTFILE': str(hosts)}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True) for r in (0, 1)]
+        deadline = time.time() + 300
+        while len(list_checkpoints(run)) < 2 and time.time() < deadline: time.sleep(0.2)   # some steps done
+        ps[1].send_signal(sig)
+        t0 = time.time()
+        out, err = ps[0].communicate(timeout=120)
+        waited = time.time() - t0
+        ps[1].kill(); ps[1].communicate()
+        assert 'Traceback' not in err, err
+        if how == 'killed':
+            assert ps[0].returncode == 2 and 'mlxtune lora: error: worker 0 of 2, step ' in err and 'lost the other workers' in err, err
+        else:
+            assert ps[0].returncode == 1 and 'no answer from the other workers for 15 s (worker_timeout)' in err, err
+            assert 15 <= waited < 60, waited
+        last = last_good_checkpoint(run)
+        assert last is not None and is_good(last) and load_checkpoint(last)['adapters'], list(run.iterdir())

@@ -1,7 +1,7 @@
 """A training run in its own process, for the kill -9, Ctrl-C and data-parallel tests.
 
     python tests/train_worker.py MODEL_DIR RUN_DIR [--resume] [--iters N] [--batch-size B] [--keep K] [--slow-delete S] [--pause-after-save S]
-                                 [--loss dpo|ipo|orpo|simpo] (preference pairs instead of the chat set)
+                                 [--loss dpo|ipo|orpo|simpo] (preference pairs instead of the chat set) [--pack] [--accum N] [--bits 4]
 Writes RUN_DIR/history.json (losses only) when it finishes; RUN_DIR/interrupted.json and exit status 3 when Ctrl-C stops it.
 --slow-delete and --pause-after-save widen two moments for a kill to land in: a rotation's deletion, and the time right
 after the step-0 checkpoint."""
@@ -27,6 +27,9 @@ ap.add_argument('--keep', type=int, default=0)
 ap.add_argument('--slow-delete', type=float, default=0.0)
 ap.add_argument('--pause-after-save', type=float, default=0.0)
 ap.add_argument('--loss', default='cross_entropy')
+ap.add_argument('--pack', action='store_true')
+ap.add_argument('--accum', type=int, default=1)
+ap.add_argument('--bits', type=int, default=0)
 a = ap.parse_args()
 if a.slow_delete:
     rmtree = shutil.rmtree
@@ -43,6 +46,9 @@ if a.pause_after_save:
     checkpoints.save_checkpoint = pausing_save
 mx.random.seed(0)
 model, tok = load(a.model)
+if a.bits:
+    import mlx.nn as nn
+    nn.quantize(model, group_size=32, bits=a.bits)   # QLoRA: a quantized base
 cfg = apply_lora(model, LoraArgs(r=4, target_modules='all-linear', lora_dropout=a.dropout))
 data, loss = tiny_chat_data(), preference_loss(PreferenceArgs(loss=a.loss))
 if loss is None: train_set, valid_set = load_split(data[:40], tok, DataArgs()), load_split(data[40:], tok, DataArgs())
@@ -53,7 +59,8 @@ else:   # the chat set's answers, each preferred to a refusal
     train_set, valid_set = splits['train'], splits['valid']
 resume = a.run if a.resume and list_checkpoints(a.run) else None
 args = TrainingArgs(batch_size=a.batch_size, iters=a.iters, learning_rate=3e-3, steps_per_report=3, steps_per_eval=5, save_every=1,
-                    keep_checkpoints=a.keep, adapter_path=a.run, resume_from=resume)
+                    keep_checkpoints=a.keep, adapter_path=a.run, resume_from=resume, pack=a.pack,
+                    grad_accumulation_steps=a.accum)
 try: h = train(model, train_set, valid_set, args, adapter_config=cfg, log=None, **({'loss_fn': loss} if loss else {}))
 except TrainingInterrupted as e:
     (Path(a.run)/'interrupted.json').write_text(json.dumps({'step': e.step, 'checkpoint': str(e.checkpoint)}))
