@@ -322,6 +322,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                 'mlxtune.losses.check_chunkable': ('losses.html#check_chunkable', 'mlxtune/losses.py'),
                                 'mlxtune.losses.chunked_cross_entropy_loss': ( 'losses.html#chunked_cross_entropy_loss',
                                                                                'mlxtune/losses.py'),
+                                'mlxtune.losses.chunked_row_cross_entropy': ('losses.html#chunked_row_cross_entropy', 'mlxtune/losses.py'),
                                 'mlxtune.losses.cross_entropy_loss': ('losses.html#cross_entropy_loss', 'mlxtune/losses.py'),
                                 'mlxtune.losses.distillation_loss': ('losses.html#distillation_loss', 'mlxtune/losses.py'),
                                 'mlxtune.losses.js_div_loss': ('losses.html#js_div_loss', 'mlxtune/losses.py'),

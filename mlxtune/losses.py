@@ -5,7 +5,7 @@ Jensen-Shannon) that match a student's next-token distribution to a teacher's.""
 
 # %% auto #0
 __all__ = ['DISTILL_LOSSES', 'token_cross_entropy', 'cross_entropy_loss', 'output_head', 'check_chunkable',
-           'chunked_cross_entropy_loss', 'kl_div_loss', 'js_div_loss', 'distillation_loss']
+           'chunked_row_cross_entropy', 'chunked_cross_entropy_loss', 'kl_div_loss', 'js_div_loss', 'distillation_loss']
 
 # %% ../nbs/08_losses.ipynb #cc891c96
 import math
@@ -50,15 +50,15 @@ def check_chunkable(model):
                          'the chunked loss does not apply to it')
 
 # %% ../nbs/08_losses.ipynb #2511cf1c
-def chunked_cross_entropy_loss(model, inputs, targets, mask, segments=None, chunk_size:int=512):
-    "`cross_entropy_loss` without ever forming the full logits: head and loss run `chunk_size` positions at a time."
+def chunked_row_cross_entropy(model, inputs, targets, mask, segments=None, chunk_size:int=512)->mx.array:
+    "Each row's summed cross entropy where `mask` is 1, never forming the full logits: `chunk_size` positions at a time."
     h = model.model(inputs) if segments is None else model.model(inputs, cache=segment_cache(model, segments))
     module, head = output_head(model)
     params = module.trainable_parameters()
     def piece(tc, mc):   # targets and mask are constants of the chunk, not inputs to differentiate
         def f(p, hc):
             module.update(p)
-            return (token_cross_entropy(head(hc), tc) * mc).sum()
+            return (token_cross_entropy(head(hc), tc) * mc).sum(axis=1)
         return mx.checkpoint(replay_random(f, module))   # an adapted head's dropout: the same masks twice
     total = None
     for s in range(0, inputs.shape[1], chunk_size):
@@ -66,8 +66,13 @@ def chunked_cross_entropy_loss(model, inputs, targets, mask, segments=None, chun
         if total is not None: hc = mx.depends(hc, total)   # one chunk after the other, not all at once
         x = piece(targets[:, s:s + chunk_size], mask[:, s:s + chunk_size])(params, hc)
         total = x if total is None else total + x
+    return total
+
+# %% ../nbs/08_losses.ipynb #7ffc6f3b
+def chunked_cross_entropy_loss(model, inputs, targets, mask, segments=None, chunk_size:int=512):
+    "`cross_entropy_loss` without ever forming the full logits: head and loss run `chunk_size` positions at a time."
     n = mask.sum()
-    return total / mx.maximum(n, 1), n
+    return chunked_row_cross_entropy(model, inputs, targets, mask, segments, chunk_size).sum() / mx.maximum(n, 1), n
 
 # %% ../nbs/08_losses.ipynb #f54a86da
 def _log_softmax(x): return x - mx.logsumexp(x, axis=-1, keepdims=True)

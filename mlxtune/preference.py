@@ -20,7 +20,7 @@ from mlx.utils import tree_flatten, tree_unflatten
 from fastcore.basics import patch
 from .data import (DataArgs, DataWarning, TokenizedDataset, Batch, make_batch, read_records, batch_order,
                           chat_sample, completion_sample, ROLES)
-from .losses import token_cross_entropy
+from .losses import token_cross_entropy, chunked_row_cross_entropy
 from .lora import ADAPTERS, base_of
 
 # %% ../nbs/18_preference.ipynb #c28da9d3
@@ -144,9 +144,10 @@ def load_preference_datasets(tokenizer, args:DataArgs, splits=('train', 'valid',
     return {s: load_preference_split(args.data, tokenizer, args, names[s]) for s in splits}
 
 # %% ../nbs/18_preference.ipynb #1d6556f8
-def sequence_logps(model, inputs, targets, mask)->tuple[mx.array, mx.array]:
+def sequence_logps(model, inputs, targets, mask, chunk_size:int=0)->tuple[mx.array, mx.array]:
     "`(logps, counts)` per row: the summed log-probability of the trained targets (float32), and their number."
-    logps = -(token_cross_entropy(model(inputs), targets) * mask).sum(axis=1)
+    if chunk_size: logps = -chunked_row_cross_entropy(model, inputs, targets, mask, chunk_size=chunk_size)
+    else: logps = -(token_cross_entropy(model(inputs), targets) * mask).sum(axis=1)
     return logps, mask.sum(axis=1)
 
 # %% ../nbs/18_preference.ipynb #f33037ee
@@ -162,7 +163,7 @@ def adapters_off(model):
     finally: model.update_modules(tree_unflatten(adapted))
 
 # %% ../nbs/18_preference.ipynb #482a7f30
-def reference_logps(model, ds:PreferenceDataset, batch_size:int=8, pad_multiple:int=8)->np.ndarray:
+def reference_logps(model, ds:PreferenceDataset, batch_size:int=8, pad_multiple:int=8, chunk_size:int=0)->np.ndarray:
     "The reference's summed log-probability of each pair's chosen and rejected answer: `(pairs, 2)`, float32."
     out, training = np.zeros((len(ds), 2), dtype=np.float32), model.training
     model.eval()   # no dropout
@@ -170,7 +171,7 @@ def reference_logps(model, ds:PreferenceDataset, batch_size:int=8, pad_multiple:
         with adapters_off(model):
             for idx in batch_order(ds.lengths, batch_size, shuffle=False):
                 b = make_batch(ds.rows, np.concatenate([2 * idx, 2 * idx + 1]), pad_multiple)
-                lp = np.array(sequence_logps(model, b.inputs, b.targets, b.mask)[0])
+                lp = np.array(sequence_logps(model, b.inputs, b.targets, b.mask, chunk_size)[0])
                 out[idx, 0], out[idx, 1] = lp[:len(idx)], lp[len(idx):]
     finally: model.train(training)
     return out
@@ -234,8 +235,8 @@ class PreferenceLoss:
     @property
     def needs_reference(self)->bool: return self.kind in ('dpo', 'ipo')
 
-    def __call__(self, model, inputs, targets, mask, reference=None):
-        logps, counts = sequence_logps(model, inputs, targets, mask)
+    def __call__(self, model, inputs, targets, mask, reference=None, chunk_size:int=0):
+        logps, counts = sequence_logps(model, inputs, targets, mask, chunk_size)
         B = inputs.shape[0] // 2
         valid = (counts[:B] > 0) & (counts[B:] > 0)   # a worker's empty share has none
         if self.kind != 'dpo': logps = logps / mx.maximum(counts, 1)
@@ -243,7 +244,7 @@ class PreferenceLoss:
         c, r = logps[:B], logps[B:]
         if self.needs_reference:
             if reference is None:
-                with adapters_off(model): reference = sequence_logps(model, inputs, targets, mask)[0]
+                with adapters_off(model): reference = sequence_logps(model, inputs, targets, mask, chunk_size)[0]
             ref = mx.stop_gradient(reference if self.kind == 'dpo' else reference / mx.maximum(counts, 1))
             ref = mx.where(mx.concatenate([valid, valid]), ref, -1.0)
             losses, cr, rr = dpo_losses(c, r, ref[:B], ref[B:], self.beta, self.label_smoothing, self.kind == 'ipo')
@@ -273,7 +274,7 @@ def prepare(self:PreferenceLoss, model, args, train_set, valid_set=None, log=Non
         ds.reference = None
         if self.reference == 'on_the_fly': continue
         t = time.perf_counter()
-        ds.reference = reference_logps(model, ds, args.batch_size, args.pad_multiple or 8)
+        ds.reference = reference_logps(model, ds, args.batch_size, args.pad_multiple or 8, args.loss_chunk_size)
         if log: log(f'{ds.name}: reference log-probabilities of {len(ds)} pairs (adapters off) in '
                     f'{time.perf_counter() - t:.1f} s')
 

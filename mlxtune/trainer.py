@@ -315,17 +315,19 @@ def _check_run_dir(run_dir:Path, fp:dict, resume:Path|None):
 
 # %% ../nbs/12_trainer.ipynb #c5153122
 def training_loss(loss_fn:Callable, args:TrainingArgs, model)->Callable:
-    "The loss a run trains with: `loss_fn` checked for packing, or the chunked cross entropy of `loss_chunk_size`."
+    "The loss a run trains with: `loss_fn` checked for packing, or computed in chunks of `loss_chunk_size` positions."
     if args.pack:
         if 'segments' not in inspect.signature(loss_fn).parameters:
             raise ValueError("pack=True needs a loss_fn that takes `segments` (the packed rows' sample ids), "
                              'as the built-in losses do')
         check_packable(model)
     if args.loss_chunk_size > 0:
-        if loss_fn is not cross_entropy_loss:
-            raise ValueError('loss_chunk_size applies to the default cross-entropy loss only')
+        if loss_fn is not cross_entropy_loss and 'chunk_size' not in inspect.signature(loss_fn).parameters:
+            raise ValueError('loss_chunk_size applies to the cross-entropy loss and to losses that take `chunk_size` '
+                             '(the preference losses)')
         check_chunkable(model)
-        return partial(chunked_cross_entropy_loss, chunk_size=args.loss_chunk_size)
+        if loss_fn is cross_entropy_loss: return partial(chunked_cross_entropy_loss, chunk_size=args.loss_chunk_size)
+        return partial(loss_fn, chunk_size=args.loss_chunk_size)
     return loss_fn
 
 # %% ../nbs/12_trainer.ipynb #6c61ac33
