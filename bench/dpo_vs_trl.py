@@ -65,24 +65,9 @@ SHAPES = {**tv.SHAPES,
 
 # ----------------------------------------------------------------------------------------------- model and data
 def prepare_model(name:str, a)->Path:
-    "The model directory for `name` (random weights written to the cache the first time)."
-    cache = Path(a.cache_dir).expanduser()
-    if name == 'tiny':
-        from mlxtune.tiny import build_tiny_model
-        p = cache/f'tiny-seed{a.seed}'
-        if not (p/'.complete').exists():
-            build_tiny_model(p, seed=a.seed); (p/'.complete').write_text('ok')
-        return p
-    if name in SHAPES:
-        from mlxtune.tiny import build_tiny_tokenizer
-        p = cache/f'{name}-{a.dtype}-seed{a.seed}'
-        if not (p/'.complete').exists():
-            print(f'writing random {name} weights ({a.dtype}) to {p} ...', flush=True)
-            tv.write_random_model(p, dict(SHAPES[name]), a.dtype, a.seed, build_tiny_tokenizer())
-        return p
-    p = Path(name).expanduser()
-    if not (p/'config.json').exists(): raise SystemExit(f'--model {name}: not one of {["tiny", *SHAPES]} nor a model directory')
-    return p
+    "The model directory for `name`: bench/tuner_vs_mlxlm.py's (random weights written to the cache the first time)."
+    tv.SHAPES.update(SHAPES)   # its table, and SmolLM2-135M's shape
+    return tv.prepare_model(name, argparse.Namespace(cache_dir=a.cache_dir, seed=a.seed, dtype=a.dtype, tokens='random'))[0]
 
 def make_pairs(n:int, prompt_len:int, answer_len:int, vocab:int, seed:int)->list[dict]:
     "`n` pairs of random token ids (3 and up: the tiny tokenizer's special tokens are left out)."
