@@ -394,7 +394,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                     'mlxtune.preference.PreferenceLoss.prepare': ( 'preference.html#preferenceloss.prepare',
                                                                                    'mlxtune/preference.py'),
                                     'mlxtune.preference._messages': ('preference.html#_messages', 'mlxtune/preference.py'),
-                                    'mlxtune.preference.adapters_off': ('preference.html#adapters_off', 'mlxtune/preference.py'),
+                                    'mlxtune.preference.check_reference': ('preference.html#check_reference', 'mlxtune/preference.py'),
                                     'mlxtune.preference.dpo_losses': ('preference.html#dpo_losses', 'mlxtune/preference.py'),
                                     'mlxtune.preference.keep_prompt_end': ('preference.html#keep_prompt_end', 'mlxtune/preference.py'),
                                     'mlxtune.preference.load_preference_datasets': ( 'preference.html#load_preference_datasets',

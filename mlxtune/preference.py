@@ -5,23 +5,21 @@ SimPO losses, checked against their formulas and TRL."""
 
 # %% auto #0
 __all__ = ['PREFERENCE_LOSSES', 'DEFAULT_BETA', 'pair_messages', 'pair_samples', 'keep_prompt_end', 'PreferenceDataset',
-           'load_preference_split', 'load_preference_datasets', 'sequence_logps', 'adapters_off', 'reference_logps',
+           'load_preference_split', 'load_preference_datasets', 'sequence_logps', 'check_reference', 'reference_logps',
            'dpo_losses', 'log1mexp', 'orpo_losses', 'simpo_losses', 'PreferenceLoss', 'PreferenceArgs',
            'preference_loss']
 
-# %% ../nbs/18_preference.ipynb #a7b5d38a
-import contextlib, json, math, time, warnings
+# %% ../nbs/18_preference.ipynb #bea6e4ff
+import math, time, warnings
 from dataclasses import dataclass
-from typing import Literal
 import numpy as np
 import mlx.core as mx
 import mlx.nn as nn
-from mlx.utils import tree_flatten, tree_unflatten
 from fastcore.basics import patch
 from .data import (DataArgs, DataWarning, TokenizedDataset, Batch, make_batch, read_records, batch_order,
                           chat_sample, completion_sample, ROLES)
 from .losses import token_cross_entropy, chunked_row_cross_entropy
-from .lora import ADAPTERS, base_of
+from .lora import ADAPTERS, adapters_off
 
 # %% ../nbs/18_preference.ipynb #c28da9d3
 def _messages(v, where:str, name:str)->list[dict]:
@@ -150,21 +148,17 @@ def sequence_logps(model, inputs, targets, mask, chunk_size:int=0)->tuple[mx.arr
     else: logps = -(token_cross_entropy(model(inputs), targets) * mask).sum(axis=1)
     return logps, mask.sum(axis=1)
 
-# %% ../nbs/18_preference.ipynb #f33037ee
-@contextlib.contextmanager
-def adapters_off(model):
-    "Within the block, `model` computes with its base layers: every adapter (LoRA, DoRA) set aside, then put back."
-    adapted = [(k, m) for k, m in model.named_modules() if isinstance(m, ADAPTERS)]
-    if not adapted:
+# %% ../nbs/18_preference.ipynb #26115d68
+def check_reference(model):
+    "Refuse a model without adapters: its reference (the model with its adapters off) would be the model itself."
+    if not any(isinstance(m, ADAPTERS) for _, m in model.named_modules()):
         raise ValueError('the reference model is the model with its adapters off, and this model has none '
-                         '(full fine-tuning): apply adapters (LoRA or DoRA) first')
-    model.update_modules(tree_unflatten([(k, base_of(m)) for k, m in adapted]))
-    try: yield model
-    finally: model.update_modules(tree_unflatten(adapted))
+                         '(full fine-tuning): apply adapters (LoRA or DoRA) first, or use loss orpo or simpo')
 
 # %% ../nbs/18_preference.ipynb #482a7f30
 def reference_logps(model, ds:PreferenceDataset, batch_size:int=8, pad_multiple:int=8, chunk_size:int=0)->np.ndarray:
     "The reference's summed log-probability of each pair's chosen and rejected answer: `(pairs, 2)`, float32."
+    check_reference(model)
     out, training = np.zeros((len(ds), 2), dtype=np.float32), model.training
     model.eval()   # no dropout
     try:
@@ -268,7 +262,7 @@ def prepare(self:PreferenceLoss, model, args, train_set, valid_set=None, log=Non
         raise ValueError("pack=True: preference pairs are not packed (a batch holds each pair's chosen and rejected "
                          'answers side by side); leave pack off')
     if not self.needs_reference: return
-    with adapters_off(model): pass   # a model without adapters is refused now, not at the first step
+    check_reference(model)   # now, not at the first step
     for ds in (train_set, valid_set):
         if ds is None: continue
         ds.reference = None

@@ -22,7 +22,7 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 from mlx.utils import tree_flatten, tree_map
 from fastcore.basics import patch
-from .data import TokenizedDataset, Batch, batch_order, make_batch
+from .data import TokenizedDataset, Batch, batch_order
 from .packing import packed_batches, make_packed_batch, check_packable
 from .attention import query_chunked_attention, check_query_chunkable
 from .losses import cross_entropy_loss, chunked_cross_entropy_loss, check_chunkable

@@ -88,7 +88,7 @@ def test_ctrl_c_saves_and_resumes_exactly(reference):
     assert list_checkpoints(run)[-1].name == f"checkpoint-{stop['step']}" and not (run/'adapters.safetensors').exists()
     check_resume(d, model, run, ref_hist, ref_w)
 
-CASES = {'plain': [], 'dpo': ['--loss', 'dpo'], 'packed, accumulated, 4-bit': ['--pack', '--accum', '2', '--bits', '4']}
+CASES = {'packed, accumulated': ['--pack', '--accum', '2'], 'dpo, 4-bit': ['--loss', 'dpo', '--bits', '4']}
 
 @pytest.mark.parametrize('case', CASES)
 def test_data_parallel_matches_one_process(tmp_path, case):
@@ -106,14 +106,14 @@ def test_data_parallel_matches_one_process(tmp_path, case):
     one, two = (json.loads((tmp_path/r/'history.json').read_text()) for r in ('one', 'two'))
     np.testing.assert_allclose(two['train'], one['train'], rtol=1e-4)
     np.testing.assert_allclose(two['val'], one['val'], rtol=1e-5)   # every worker validates on all of it
-    if case == 'dpo': np.testing.assert_allclose(two['val_margin'], one['val_margin'], rtol=1e-3, atol=1e-6)
+    if case.startswith('dpo'): np.testing.assert_allclose(two['val_margin'], one['val_margin'], rtol=1e-3, atol=1e-6)
     w1, w2 = mx.load(str(tmp_path/'one'/'adapters.safetensors')), mx.load(str(tmp_path/'two'/'adapters.safetensors'))
     for n in w1: np.testing.assert_allclose(np.array(w2[n]), np.array(w1[n]), rtol=1e-3, atol=1e-5)
     # worker 0 alone writes: the same files as one worker's run
     assert sorted(f.name for f in (tmp_path/'two').iterdir()) == sorted(f.name for f in (tmp_path/'one').iterdir())
-    if case == 'plain':   # a run of two workers does not go on with one
+    if case.startswith('packed'):   # a run of two workers does not go on with one
         p = subprocess.run([sys.executable, str(WORKER), str(model), str(tmp_path/'two'), '--iters', '6', '--dropout', '0.0',
-                            '--resume'], capture_output=True, text=True, timeout=600)
+                            '--resume', *extra], capture_output=True, text=True, timeout=600)
         assert p.returncode != 0 and 'from a different run: number of workers (2 then, 1 now) differ' in p.stderr, p.stderr
 
 def test_a_worker_that_stops_ends_the_run_with_one_line(tmp_path):
