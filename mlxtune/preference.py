@@ -36,7 +36,9 @@ def _messages(v, where:str, name:str)->list[dict]:
 def pair_messages(rec:dict, where:str, prompt_field:str='prompt')->tuple:
     "`(prompt, chosen, rejected)`: three strings, or three lists of messages (the prompt's may be empty)."
     for k in ('chosen', 'rejected'):
-        if k not in rec: raise ValueError(f'{where}: a preference pair needs {k!r} (fields: {sorted(map(str, rec))})')
+        if k not in rec:
+            raise ValueError(f'{where}: a preference pair needs {k!r} (fields: {sorted(map(str, rec))}); preference '
+                             'losses train on records of a prompt, a chosen and a rejected answer')
     prompt, chosen, rejected = rec.get(prompt_field), rec['chosen'], rec['rejected']
     if all(isinstance(v, str) for v in (chosen, rejected)):
         if not isinstance(prompt, str):

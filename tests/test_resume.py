@@ -92,20 +92,24 @@ CASES = {'packed, accumulated': ['--pack', '--accum', '2'], 'dpo, 4-bit': ['--lo
 
 @pytest.mark.parametrize('case', CASES)
 def test_data_parallel_matches_one_process(tmp_path, case):
-    "Two CPU processes (mlx.launch, ring backend), each with half of every batch (of pairs), give one process's result."
+    """Two CPU processes (mlx.launch, ring backend), each with half of every batch (of pairs), give one process's result;
+    a packed run stopped and resumed on two workers too."""
     model, extra = build_tiny_model(tmp_path/'model'), CASES[case]
     p1 = subprocess.run([sys.executable, str(WORKER), str(model), str(tmp_path/'one'), '--iters', '6', '--dropout', '0.0',
                          *extra], capture_output=True, text=True, timeout=600)
     assert p1.returncode == 0, p1.stderr
-    port = random.Random().randint(20000, 40000)
     launch = Path(sys.executable).parent/'mlx.launch'
-    p = subprocess.run([str(launch), '-n', '2', '--backend', 'ring', '--starting-port', str(port), '--python', sys.executable,
-                        str(WORKER), str(model), str(tmp_path/'two'), '--iters', '6', '--dropout', '0.0', *extra],
-                       capture_output=True, text=True, timeout=600)
-    assert p.returncode == 0, p.stdout + p.stderr
+    # the packed run in two legs: 3 updates, then resumed on two workers to 6
+    for leg in ([['--iters', '3']] if case.startswith('packed') else []) + [['--iters', '6', '--resume']]:
+        port = random.Random().randint(20000, 40000)
+        p = subprocess.run([str(launch), '-n', '2', '--backend', 'ring', '--starting-port', str(port), '--python',
+                            sys.executable, str(WORKER), str(model), str(tmp_path/'two'), '--dropout', '0.0', *leg, *extra],
+                           capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stdout + p.stderr
     one, two = (json.loads((tmp_path/r/'history.json').read_text()) for r in ('one', 'two'))
     np.testing.assert_allclose(two['train'], one['train'], rtol=1e-4)
-    np.testing.assert_allclose(two['val'], one['val'], rtol=1e-5)   # every worker validates on all of it
+    ends = (lambda v: [v[0], v[-1]]) if case.startswith('packed') else (lambda v: v)   # the first leg ends validating
+    np.testing.assert_allclose(ends(two['val']), ends(one['val']), rtol=1e-5)   # every worker validates on all of it
     if case.startswith('dpo'): np.testing.assert_allclose(two['val_margin'], one['val_margin'], rtol=1e-3, atol=1e-6)
     w1, w2 = mx.load(str(tmp_path/'one'/'adapters.safetensors')), mx.load(str(tmp_path/'two'/'adapters.safetensors'))
     for n in w1: np.testing.assert_allclose(np.array(w2[n]), np.array(w1[n]), rtol=1e-3, atol=1e-5)
