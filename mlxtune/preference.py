@@ -51,8 +51,8 @@ def pair_messages(rec:dict, where:str, prompt_field:str='prompt')->tuple:
         k = 0
         while k < min(len(chosen), len(rejected)) and chosen[k] == rejected[k]: k += 1
         prompt, chosen, rejected = chosen[:k], chosen[k:], rejected[k:]
-    else: prompt = [{'role': 'user', 'content': prompt}] if isinstance(prompt, str) else _messages(prompt, where,
-                                                                                                       'prompt')
+    elif isinstance(prompt, str): prompt = [{'role': 'user', 'content': prompt}]
+    else: prompt = _messages(prompt, where, 'prompt')
     for k, v in (('chosen', chosen), ('rejected', rejected)):
         if not v or v[0]['role'] != 'assistant':
             raise ValueError(f"{where}: the {k} answer must start with an assistant message "
@@ -70,7 +70,7 @@ def pair_samples(prompt, chosen, rejected, tokenizer, tools:list|None=None, wher
 
 # %% ../nbs/18_preference.ipynb #2935a2d0
 def keep_prompt_end(ids:list[int], trained:list[bool], max_len:int)->tuple:
-    "`(ids, trained, prompt_cut, answer_cut)`: at most `max_len` tokens, cut at the prompt's start, then answer's end."
+    "`(ids, trained, prompt_cut, answer_cut)`: at most `max_len` tokens, cutting the prompt's start first."
     over = len(ids) - max_len
     if over <= 0: return ids, trained, 0, 0
     start = next((i for i, t in enumerate(trained) if t), len(ids))   # the answer's first token
@@ -110,7 +110,7 @@ class PreferenceDataset:
             cut = (f'; truncated {self.n_truncated} (prompt starts: {self.prompt_cut:,} tokens, '
                    f'answer ends: {self.answer_cut:,} tokens)')
         return (f'{self.name}: {len(self)} preference pairs, {int(L.sum()):,} tokens '
-                f'({int(self.n_targets.sum()):,} trained), answers of {int(L.min())}-{int(L.max())} tokens{cut}')
+                f'({int(self.n_targets.sum()):,} trained), rows of {int(L.min())}-{int(L.max())} tokens{cut}')
 
 # %% ../nbs/18_preference.ipynb #dba0d38c
 def load_preference_split(source, tokenizer, args:DataArgs, split:str='train')->PreferenceDataset|None:
@@ -289,8 +289,8 @@ class PreferenceArgs:
     def __post_init__(self):
         if self.loss == 'cross_entropy':
             for k, off in (('beta', None), ('label_smoothing', 0.0), ('simpo_gamma', 1.0), ('reference', 'cached')):
-                if getattr(self, k) != off: raise ValueError(f'{k} applies to a preference loss (loss dpo, ipo, orpo '
-                                                             'or simpo), not to cross_entropy')
+                if getattr(self, k) != off:
+                    raise ValueError(f'{k} applies to a preference loss (dpo, ipo, orpo or simpo), not to cross_entropy')
         else: preference_loss(self)   # its own checks
         if self.simpo_gamma != 1.0 and self.loss != 'simpo': raise ValueError('simpo_gamma applies to loss simpo')
         if self.reference != 'cached' and self.loss not in ('dpo', 'ipo'):
