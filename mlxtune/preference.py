@@ -290,7 +290,7 @@ class PreferenceArgs:
         if self.loss == 'cross_entropy':
             for k, off in (('beta', None), ('label_smoothing', 0.0), ('simpo_gamma', 1.0), ('reference', 'cached')):
                 if getattr(self, k) != off:
-                    raise ValueError(f'{k} applies to a preference loss (dpo, ipo, orpo or simpo), not to cross_entropy')
+                    raise ValueError(f'{k} applies to a preference loss (dpo, ipo, orpo or simpo), not cross_entropy')
         else: preference_loss(self)   # its own checks
         if self.simpo_gamma != 1.0 and self.loss != 'simpo': raise ValueError('simpo_gamma applies to loss simpo')
         if self.reference != 'cached' and self.loss not in ('dpo', 'ipo'):
