@@ -128,6 +128,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                              'mlxtune.cli.field_docs': ('cli.html#field_docs', 'mlxtune/cli.py'),
                              'mlxtune.cli.fuse_cmd': ('cli.html#fuse_cmd', 'mlxtune/cli.py'),
                              'mlxtune.cli.generate_cmd': ('cli.html#generate_cmd', 'mlxtune/cli.py'),
+                             'mlxtune.cli.load_splits': ('cli.html#load_splits', 'mlxtune/cli.py'),
                              'mlxtune.cli.load_yaml': ('cli.html#load_yaml', 'mlxtune/cli.py'),
                              'mlxtune.cli.lora': ('cli.html#lora', 'mlxtune/cli.py'),
                              'mlxtune.cli.lora_options': ('cli.html#lora_options', 'mlxtune/cli.py'),

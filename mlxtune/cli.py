@@ -9,9 +9,9 @@ __all__ = ['LORA_GROUPS', 'FLAG_ALIASES', 'MLX_LM_FLAGS', 'DEMO_DEFAULTS', 'DEMO
            'option_kinds', 'check_value', 'read_config', 'parse_bool', 'BoolFlag', 'HelpFormatter', 'ArgParser',
            'field_docs', 'option_help', 'add_option', 'build_parser', 'resolve_options', 'named_origin',
            'split_options', 'as_flags', 'warnings_as_lines', 'tiny_model_path', 'demo_data', 'demo_options',
-           'demo_banner', 'lora_options', 'check_lora_run', 'start_from_adapters', 'model_id', 'train_adapters',
-           'test_model', 'lora', 'GenerateArgs', 'base_model_of', 'generate_cmd', 'FuseArgs', 'fuse_cmd',
-           'QuantModelArgs', 'QuantFormatArgs', 'CalibrationArgs', 'quant_groups', 'quant_cmd', 'usage',
+           'demo_banner', 'lora_options', 'check_lora_run', 'start_from_adapters', 'model_id', 'load_splits',
+           'train_adapters', 'test_model', 'lora', 'GenerateArgs', 'base_model_of', 'generate_cmd', 'FuseArgs',
+           'fuse_cmd', 'QuantModelArgs', 'QuantFormatArgs', 'CalibrationArgs', 'quant_groups', 'quant_cmd', 'usage',
            'resume_command', 'main']
 
 # %% ../nbs/31_cli.ipynb #ee7319ff
@@ -377,6 +377,13 @@ def model_id(model:str)->str:
     p = Path(model).expanduser()
     return str(p.resolve()) if p.exists() else model
 
+# %% ../nbs/31_cli.ipynb #bc44e420
+def load_splits(tokenizer, data_args:DataArgs, loss_fn=None, splits=('train', 'valid', 'test'))->dict:
+    "The `splits` of `data_args.data`: `PreferenceDataset`s for a preference `loss_fn`, else `TokenizedDataset`s."
+    from mlxtune.data import load_datasets
+    from mlxtune.preference import load_preference_datasets
+    return (load_preference_datasets if loss_fn else load_datasets)(tokenizer, data_args, splits)
+
 # %% ../nbs/31_cli.ipynb #e9a636c5
 def train_adapters(model, splits:dict, run:RunArgs, data_args:DataArgs, lora_args:LoraArgs, train_args:TrainingArgs,
                    trainer=None, # Called as `mlxtune.trainer.train` (the default) is: another way to run it
@@ -416,8 +423,7 @@ def test_model(model, ds, batch_size:int, num_batches:int=-1, loss_fn=None)->flo
 def lora(argv=None):
     "Fine-tune adapters and/or test them: `mlxtune lora --model M --data D [options]` (`--test` alone: test only)."
     import mlx.core as mx
-    from mlxtune.data import load_datasets, split_files
-    from mlxtune.preference import load_preference_datasets
+    from mlxtune.data import split_files
     from mlxtune.adapters import load, load_adapters
     from mlxtune.generate import generate
     argv = sys.argv[2:] if argv is None else argv
@@ -433,8 +439,7 @@ def lora(argv=None):
     mx.random.seed(train_args.seed)
     model, tok = load(run.model)
     loss_fn = preference_loss(pref_args)   # None: cross entropy
-    load_splits = load_preference_datasets if loss_fn else load_datasets
-    splits = load_splits(tok, data_args, ('train', 'valid') * run.train + ('test',) * run.test)
+    splits = load_splits(tok, data_args, loss_fn, ('train', 'valid') * run.train + ('test',) * run.test)
     for s, name in (('train', data_args.train_split), ('test', data_args.test_split)):
         if s in splits and splits[s] is None:
             found = ', '.join(split_files(data_args.data)) if isinstance(data_args.data, (str, Path)) else ''

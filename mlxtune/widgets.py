@@ -137,18 +137,20 @@ def train_in_background(*args, **kwargs)->BackgroundRun:
 # %% ../nbs/33_widgets.ipynb #4f10ba90
 def start_run(values:dict, background:bool=True):
     "Run `mlxtune lora` on a form's values (empty strings: unset), with the live plot and controls (a `BackgroundRun`)."
-    from mlxtune.cli import LORA_GROUPS, demo_options, split_options, tiny_model_path, train_adapters
-    from mlxtune.data import load_datasets
+    from mlxtune.cli import LORA_GROUPS, demo_options, split_options, tiny_model_path, train_adapters, load_splits
+    from mlxtune.preference import preference_loss
     from mlxtune.adapters import load
     opts = {k: v for k, v in values.items() if v not in ('', None)}
     if 'model' not in opts: opts = {**demo_options(opts), 'model': str(tiny_model_path())}
     elif 'data' not in opts: raise ValueError('data: give a data directory or .jsonl file for this model')
-    run, data_args, lora_args, train_args = split_options(opts, LORA_GROUPS)
+    run, data_args, lora_args, train_args, pref_args = split_options(opts, LORA_GROUPS)
+    loss_fn = preference_loss(pref_args)
     model, tok = load(run.model)
-    splits = load_datasets(tok, data_args, ('train', 'valid'))
+    splits = load_splits(tok, data_args, loss_fn, ('train', 'valid'))
     return train_adapters(model, splits, run, data_args, lora_args, train_args,
                           trainer=train_in_background if background else None,
-                          callbacks=[LivePlot(), TrainingControls()], log=None)
+                          callbacks=[LivePlot(), TrainingControls()], log=None,
+                          **({'loss_fn': loss_fn} if loss_fn else {}))
 
 # %% ../nbs/33_widgets.ipynb #06e73dee
 def train_panel(**defaults):
