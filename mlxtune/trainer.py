@@ -599,8 +599,6 @@ class TrainingRun:
         self.valid_set = _check_start(args, train_set, valid_set, self.log)
         _memory_limits(args)
         if self.log is not None and on_cpu() and (hint := cpu_hint()): self.log(hint)
-        prepare_loss(loss_fn, args, model, train_set, self.valid_set, self.log)
-        self.loss_fn = training_loss(loss_fn, args, model)
         self.attention_chunks = _attention_chunks(args, model)
         self.batches = Batches(args, train_set)
         self.total = total_steps(args, self.batches)
@@ -612,6 +610,8 @@ class TrainingRun:
         self.fp = run_fingerprint(model, train_set, self.valid_set, args, adapter_config, self.world)
         self.resume = ckpt.resolve_checkpoint(args.resume_from) if args.resume_from else None
         if self.saving: _check_run_dir(self.run_dir, self.fp, self.resume)
+        prepare_loss(loss_fn, args, model, train_set, self.valid_set, self.log)   # after the checks: it may take a while
+        self.loss_fn = training_loss(loss_fn, args, model)
         self.opt = run_optimizer(args, self.total, model)
         mx.random.seed(args.seed)
         if self.resume is not None: _resume(self.st, self.opt, self.resume, self.fp, self.log)
