@@ -376,9 +376,7 @@ def worker_mlxtune(spec):
             if hasattr(b, 'inputs') and hasattr(b, 'indices'): made.append((np.asarray(b.indices), tuple(b.inputs.shape)))
             return b
         return wrapped
-    for name in [k for k in vars(T) if 'batch' in k.lower()]:   # make_batch, and any future batch builder
-        obj = getattr(T, name)
-        if callable(obj) and not isinstance(obj, type): setattr(T, name, recording(obj))
+    T.Batches.make = recording(T.Batches.make)   # every batch the trainer makes (padded or packed)
     steps, t = [], {}
     class Rec(Callback):
         def on_train_begin(self, st): t['t0'], t['c0'] = time.perf_counter(), time.process_time()
@@ -393,9 +391,9 @@ def worker_mlxtune(spec):
                  steps_per_report=spec['report'], steps_per_eval=10 ** 9, save_every=10 ** 9, seed=spec['seed'],
                  grad_checkpoint=spec['grad_checkpoint'])
     targs.update(spec['mlxtune_train'])
-    T.train(model, ds, None, T.TrainingArgs(**targs), adapter_config=None, callbacks=[Rec()], log=None)
+    hist = T.train(model, ds, None, T.TrainingArgs(**targs), adapter_config=None, callbacks=[Rec()], log=None)
     return dict(t0=t['t0'], c0=t['c0'], steps=steps, peak_memory_gb=mx.get_peak_memory() / 1e9, max_rss_gb=rss_gb(),
-                n_frozen=frozen, n_lora=lora, settings=targs)
+                n_frozen=frozen, n_lora=lora, settings=targs, memory=hist.memory)   # memory: with memory_report=True
 
 def worker_mlxlm(spec):
     mx = _mlx_setup(spec)
@@ -729,6 +727,9 @@ def main():
                           f"peak {s['peak_memory_gb'] if s['peak_memory_gb'] is not None else float('nan'):.3f} GB, "
                           f"RSS {s['max_rss_gb']:.3f} GB, loss {s['first_loss']:.3f} -> {s['final_loss']:.3f} "
                           f"(wall {res['wall_s']:.0f}s)", flush=True)
+                    if res.get('memory'):   # mlxtune with memory_report=True: where its first update's peak went
+                        from mlxtune.trainer import memory_lines
+                        print('\n'.join('    ' + x for x in memory_lines(res['memory'])), flush=True)
             L = info
             title = (f"{mname} ({(summ['mlxtune'][0]['n_frozen']) / 1e6:.1f}M matmul params, LoRA {summ['mlxtune'][0]['n_lora'] / 1e6:.2f}M), "
                      f"{kind} data: {L['samples']} samples of {L['min_len']}-{L['max_len']} tokens (median {L['median_len']})"
