@@ -555,7 +555,7 @@ def _flat_all_sum(grads, sums:mx.array)->tuple:
 
 def _all_sum(grads, sums:dict)->tuple:
     "Sum gradients (a tree) and the numbers in `sums` (loss, count, measures) over all workers with one `all_sum`."
-    # compiled: on 2 H200s, 1B shape, the eager flattening cost 14.5 ms of a 55 ms update, compiled the update is 43 ms
+    # compiled: 224 gradients flattened and split eagerly made a 39 ms update 55 ms on two H200s (Llama-3.2-1B shape)
     grads, vec = _flat_all_sum(grads, mx.array(list(sums.values()), dtype=mx.float32))
     mx.eval(grads, vec)
     total = {k: type(v)(x) for (k, v), x in zip(sums.items(), vec.tolist())}

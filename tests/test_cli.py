@@ -45,8 +45,9 @@ def test_files_config_and_test_split(tmp_path):
         (data/f'{name}.jsonl').write_text(''.join(json.dumps(r) + '\n' for r in part))
     (tmp_path/'c.yaml').write_text(f'model: {model}\ndata: {data}\niters: 1000\nbatch_size: 4\nlearning_rate: 0.003\n'
                                    'target_modules: all-linear\nsteps_per_report: 10\nadapter_path: out\n')
-    p = run(['mlxtune', 'lora', '-c', 'c.yaml', '--iters', '20', '--train', '--test'], tmp_path)
+    p = run(['mlxtune', 'lora', '-c', 'c.yaml', '--iters', '20', '--train', '--test', '--memory-report'], tmp_path)
     assert 'step 20/20' in p.stdout and 'step 21' not in p.stdout, p.stdout
+    assert re.search(r'memory of update 1 \(MB\):\n  frozen weights +[\d.]+', p.stdout), p.stdout
     assert re.search(r'test loss [\d.]+, test perplexity [\d.]+', p.stdout), p.stdout
     cfg = json.loads((tmp_path/'out'/'adapter_config.json').read_text())
     assert cfg['fine_tune_type'] == 'lora' and cfg['lora_parameters']['rank'] == 8 and len(cfg['lora_parameters']['keys']) == 7
