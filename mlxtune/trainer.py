@@ -90,7 +90,7 @@ class TrainingArgs:
     clear_cache: bool = False # Empty MLX's buffer cache after every validation (its batches have other shapes)
     # Apple silicon: memory kept wired for the model (mx.set_wired_limit); None: MLX's default
     wired_limit_gb: float|None = None
-    memory_report: bool = False # After the first update, show where its peak memory went (`memory_breakdown`)
+    memory_report: bool = False # Show where the peak memory goes: the first update's, at the end the highest one's
     # Several workers: how long one waits for the others at a step before it ends the run (one of them stopped)
     worker_timeout: float = 600.0
     progress: bool = False # Show a progress bar
