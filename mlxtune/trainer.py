@@ -9,11 +9,11 @@ __all__ = ['REPORT_TO', 'RUN_DEFINING', 'MEMORY_NOTES', 'WEIGHT_BOUND', 'CHANGEA
            'NonFiniteLoss', 'NonFiniteWeights', 'TrainingInterrupted', 'evaluate_metrics', 'evaluate',
            'check_trainable', 'run_fingerprint', 'training_loss', 'prepare_loss', 'run_optimizer', 'memory_breakdown',
            'memory_lines', 'Batches', 'total_steps', 'compiled_steps', 'worker_share', 'WorkersLost', 'bounded_wait',
-           'TrainingRun', 'train']
+           'step_peak', 'fit_memory_budget', 'TrainingRun', 'train']
 
 # %% ../nbs/12_trainer.ipynb #699423b7
 import contextlib, inspect, math, os, signal, sys, threading, time, json
-from dataclasses import dataclass, field, asdict, fields
+from dataclasses import dataclass, field, asdict, fields, replace
 from functools import partial
 from pathlib import Path
 from typing import Callable
@@ -90,6 +90,9 @@ class TrainingArgs:
     clear_cache: bool = False # Empty MLX's buffer cache after every validation (its batches have other shapes)
     # Apple silicon: memory kept wired for the model (mx.set_wired_limit); None: MLX's default
     wired_limit_gb: float|None = None
+    # Choose grad_checkpoint, loss_chunk_size and the cache limit to stay under this many GB (measured before the
+    # first update); None: as given
+    memory_budget_gb: float|None = None
     memory_report: bool = False # Show where the peak memory goes: the first update's, at the end the highest one's
     # Several workers: how long one waits for the others at a step before it ends the run (one of them stopped)
     worker_timeout: float = 600.0
@@ -150,9 +153,12 @@ class TrainingArgs:
                              'or keep_best (it defines an improvement)')
         if (self.attention_chunk_size or 0) < 0:
             raise ValueError(f'attention_chunk_size must be >= 0, got {self.attention_chunk_size}')
-        for k in ('cache_limit_gb', 'memory_limit_gb', 'wired_limit_gb', 'worker_timeout'):
+        for k in ('cache_limit_gb', 'memory_limit_gb', 'wired_limit_gb', 'memory_budget_gb', 'worker_timeout'):
             if getattr(self, k) is not None and getattr(self, k) <= 0:
                 raise ValueError(f'{k} must be > 0, got {getattr(self, k)}')
+        if self.memory_budget_gb is not None and self.cache_limit_gb is not None:
+            raise ValueError(f'memory_budget_gb={self.memory_budget_gb:g} sets the cache limit itself (to what the '
+                             'step leaves of the budget): give memory_budget_gb or cache_limit_gb, not both')
 
 # %% ../nbs/12_trainer.ipynb #b231282c
 @dataclass
@@ -648,6 +654,83 @@ def _resume(st:TrainerState, opt, path, fp:dict, log=None):
     st.history = History(**s['history'])
     mx.eval(st.model.parameters(), opt.state)
 
+# %% ../nbs/12_trainer.ipynb #2a192208
+@patch
+def largest(self:Batches, rank:int=0, world:int=1)->Batch:
+    "The arrays of the first epoch's batch with the most padded positions (worker `rank`'s share of it, of `world`)."
+    def positions(idx): return len(idx) * (self.pack_length if self.args.pack else int(self.ds.lengths[idx].max()))
+    idx = max(self.of_epoch(0), key=positions)
+    share = worker_share(idx, rank, world)
+    return self.make(share if len(share) else idx[:1])
+
+# %% ../nbs/12_trainer.ipynb #4a8d992f
+def step_peak(model, loss_fn:Callable, # The model trained and the run's loss (before `training_loss`)
+              args:TrainingArgs, # Its grad_checkpoint and loss_chunk_size are the ones measured
+              batch:Batch, # The micro-batch measured (`Batches.largest`)
+              attention_chunks:tuple=(0, 0), # The run's query chunks of attention (`_attention_chunks`)
+             )->int:
+    "The peak bytes in use while one micro-step's loss and gradient are computed (and nothing applied)."
+    lf = training_loss(loss_fn, args, model)
+    def sum_loss(m, *b):
+        loss, n, *_ = lf(m, *b)
+        return loss * n
+    key, out = ckpt.rng_key(), None   # dropout draws random numbers: the run's own draws stay as they were
+    try:
+        with grad_checkpointing(model, args.grad_checkpoint), query_chunked_attention(model, *attention_chunks):
+            mx.reset_peak_memory()
+            out = nn.value_and_grad(model, sum_loss)(model, batch.inputs, batch.targets, batch.mask, *batch.extra)
+            mx.eval(out)
+            return mx.get_peak_memory()
+    finally:
+        del out
+        ckpt.set_rng_key(key)
+        mx.clear_cache()
+
+# %% ../nbs/12_trainer.ipynb #430d64fa
+def _settings(c:dict)->str:
+    return ', '.join(['grad_checkpoint' if c['grad_checkpoint'] else 'no grad_checkpoint',
+                      f"loss_chunk_size={c['loss_chunk_size']}" if c['loss_chunk_size'] else 'the loss at once'])
+
+def fit_memory_budget(model, loss_fn:Callable, # The model trained (its optimizer made) and the run's loss
+                      args:TrainingArgs, # The run's options, `memory_budget_gb` set
+                      batch:Batch, # The run's longest micro-batch (`Batches.largest`)
+                      attention_chunks:tuple=(0, 0), # The run's query chunks of attention
+                      log:Callable|None=None, # Where the line saying what was chosen goes
+                     )->tuple:
+    "`(settings, tried)`: the fastest grad_checkpoint and loss_chunk_size that fit; `(settings, peak)` of each tried."
+    budget = int(args.memory_budget_gb * 1e9)
+    given = {'grad_checkpoint': args.grad_checkpoint, 'loss_chunk_size': args.loss_chunk_size}
+    # with accumulation, the earlier micro-batches' summed gradient is held through the next one
+    held = (sum(v.nbytes for _, v in tree_flatten(model.trainable_parameters()))
+            if args.grad_accumulation_steps > 1 else 0)
+    tried = []
+    for c in (given, {**given, 'grad_checkpoint': True},
+              {'grad_checkpoint': True, 'loss_chunk_size': args.loss_chunk_size or 128}):
+        if any(c == t for t, _ in tried): continue
+        try: peak = step_peak(model, loss_fn, replace(args, **c), batch, attention_chunks) + held
+        except ValueError:   # a loss that cannot be chunked, a model whose own dropout rules out checkpointing
+            if not tried: raise
+            continue
+        tried.append((c, peak))
+        if peak <= budget: break
+    c, peak = tried[-1]
+    if peak > budget:
+        c, peak = min(tried, key=lambda t: t[1])
+        raise ValueError(f'memory_budget_gb={args.memory_budget_gb:g} cannot be met: the leanest settings '
+                         f'({_settings(c)}) peak at {peak / 1e9:.3g} GB on the longest batch; a smaller batch_size '
+                         'with more grad_accumulation_steps, shorter rows (max_seq_length), or a quantized base '
+                         '(QLoRA) lowers it')
+    mx.set_cache_limit(budget - peak)
+    mx.reset_peak_memory()   # the run's peak counts from here: the probes' are none of its own
+    if log is not None:
+        changed = [s for s, on in (('grad_checkpoint on', c['grad_checkpoint'] != given['grad_checkpoint']),
+                                   (f"loss in chunks of {c['loss_chunk_size']} positions",
+                                    c['loss_chunk_size'] != given['loss_chunk_size'])) if on]
+        log(f"memory_budget_gb={args.memory_budget_gb:g}: {', '.join(changed) or 'the settings as given fit'} "
+            f'(measured peak {peak / 1e9:.3g} GB on the longest batch; '
+            f'cache limited to {(budget - peak) / 1e9:.3g} GB)')
+    return c, tried
+
 # %% ../nbs/12_trainer.ipynb #5c8a1c53
 class TrainingRun:
     "One call of `train`: the model, options, state, optimizer, batches, compiled steps, callbacks and checkpoints."
@@ -677,10 +760,15 @@ class TrainingRun:
         prepare_loss(loss_fn, args, model, train_set, self.valid_set, self.log)   # after the checks: it may take a while
         self.loss_fn = training_loss(loss_fn, args, model)
         self.opt = run_optimizer(args, self.total, model)
+        model.train()
+        if args.memory_budget_gb is not None:   # before the seed: the probes draw no number the run sees
+            chosen, _ = fit_memory_budget(model, loss_fn, args, self.batches.largest(self.rank, self.world),
+                                          self.attention_chunks, self.log)
+            self.args = self.st.args = args = replace(args, **chosen)
+            self.loss_fn = training_loss(loss_fn, args, model)
         mx.random.seed(args.seed)
         if self.resume is not None: _resume(self.st, self.opt, self.resume, self.fp, self.log)
         self.cbs = _callbacks(args, callbacks, self.log)
-        model.train()
         steps = compiled_steps(model, self.opt, self.loss_fn, args.max_grad_norm)
         self.micro_step, self.update_weights, self.state = steps
         self.at_start = None     # (epoch, batch, random key) where the update in progress began (to undo it)
@@ -741,7 +829,7 @@ def update(self:TrainingRun):
 # %% ../nbs/12_trainer.ipynb #c1bf3eb7
 @patch
 def measured(self:TrainingRun, active:int):
-    "`memory_report`: the update just made measured (`active`: bytes in use before it); kept if its peak is the highest."
+    "`memory_report`: the update just made, measured (`active`: bytes in use before it); kept if its peak is highest."
     mb = {**memory_breakdown(self.model, self.opt, mx.get_peak_memory(), active, mx.get_cache_memory(),
                              max(self.batch_shapes, key=math.prod), self.args.loss_chunk_size), 'step': self.st.step}
     if self.memory is None or mb['peak_gb'] > self.memory['peak_gb']: self.memory = self.st.history.memory = mb
