@@ -811,7 +811,7 @@ def update(self:TrainingRun):
     st = self.st
     measure = self.args.memory_report
     if measure:   # its own peak: `report` keeps the run's, the largest of the peaks before and since
-        mx.eval(self.model.parameters())
+        if self.memory is None: mx.eval(self.model.parameters())   # lazily loaded weights: in memory first
         self.peak_before, active = max(self.peak_before, mx.get_peak_memory()), mx.get_active_memory()
         mx.reset_peak_memory()
     self.at_start = (st.epoch, st.batch, mx.random.state[0])
@@ -830,9 +830,11 @@ def update(self:TrainingRun):
 @patch
 def measured(self:TrainingRun, active:int):
     "`memory_report`: the update just made, measured (`active`: bytes in use before it); kept if its peak is highest."
-    mb = {**memory_breakdown(self.model, self.opt, mx.get_peak_memory(), active, mx.get_cache_memory(),
+    peak = mx.get_peak_memory()
+    if self.memory is not None and peak <= self.memory['peak_gb'] * 1e9: return   # not the highest: nothing to keep
+    mb = {**memory_breakdown(self.model, self.opt, peak, active, mx.get_cache_memory(),
                              max(self.batch_shapes, key=math.prod), self.args.loss_chunk_size), 'step': self.st.step}
-    if self.memory is None or mb['peak_gb'] > self.memory['peak_gb']: self.memory = self.st.history.memory = mb
+    self.memory = self.st.history.memory = mb
     if self.memory_first is None:   # the first update's, at once
         self.memory_first = mb['step']
         for line in memory_lines(mb) if self.log else []: self.log(line)
