@@ -82,6 +82,9 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 TOOLS = ('mlxtune', 'mlx-lm', 'peft')
+# `import mlxtune` bounds how much MLX's CUDA backend queues (mlxtune.gpu_queue); mlx-lm runs with MLX's own setting,
+# unless the variable was given to this script
+QUEUE_VAR, GIVEN_QUEUE = 'MLX_MAX_MB_PER_BUFFER', os.environ.get('MLX_MAX_MB_PER_BUFFER')
 WORDS = 'the model learns a task from data with small adapters and a frozen base while loss goes down'.split()
 
 # Published shapes (config.json of the Hugging Face checkpoints), for random-weight models.
@@ -332,8 +335,9 @@ def prepare_data(kind:str, tok, model_dir:Path, randomise:bool, a, data_override
                 max_seq_length=max_seq)
 
 # ---------------------------------------------------------------------------------------------------- workers
-def _mlx_setup(spec):
+def _mlx_setup(spec, tool='mlxtune'):
     import mlxtune   # noqa: F401  (first: OpenBLAS under MLX's float32 matmuls, for every MLX tool alike)
+    if tool != 'mlxtune' and spec.get('given_queue') is None: os.environ.pop(QUEUE_VAR, None)   # before MLX's GPU use
     import mlx.core as mx
     if spec['device'] == 'gpu': mx.set_default_device(mx.gpu)
     else: mx.set_default_device(mx.cpu)
@@ -396,7 +400,7 @@ def worker_mlxtune(spec):
                 n_frozen=frozen, n_lora=lora, settings=targs, memory=hist.memory)   # memory: with memory_report=True
 
 def worker_mlxlm(spec):
-    mx = _mlx_setup(spec)
+    mx = _mlx_setup(spec, 'mlx-lm')
     import numpy as np
     import mlx.optimizers as optim
     from mlx_lm import load
@@ -596,7 +600,7 @@ def sanity(summ:dict, tools:list, data_info:dict, a)->list[str]:
 
 # ------------------------------------------------------------------------------------------------------- main
 def run_worker(tool:str, spec:dict, work:Path, i:int)->dict:
-    spec = dict(spec, run_dir=str(work/f'run-{tool}-{i}'))
+    spec = dict(spec, run_dir=str(work/f'run-{tool}-{i}'), given_queue=GIVEN_QUEUE)
     Path(spec['run_dir']).mkdir(parents=True, exist_ok=True)
     sp, out, log = work/f'spec-{tool}-{i}.json', work/f'result-{tool}-{i}.json', work/f'log-{tool}-{i}.txt'
     sp.write_text(json.dumps(spec))

@@ -260,6 +260,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                      'mlxtune.gguf_export.gguf_vocab': ('gguf_export.html#gguf_vocab', 'mlxtune/gguf_export.py'),
                                      'mlxtune.gguf_export.llama_quantize': ('gguf_export.html#llama_quantize', 'mlxtune/gguf_export.py'),
                                      'mlxtune.gguf_export.write_gguf': ('gguf_export.html#write_gguf', 'mlxtune/gguf_export.py')},
+            'mlxtune.gpu_queue': {'mlxtune.gpu_queue.bound_gpu_queue': ('gpu_queue.html#bound_gpu_queue', 'mlxtune/gpu_queue.py')},
             'mlxtune.lora': { 'mlxtune.lora.DoRAEmbedding': ('lora.html#doraembedding', 'mlxtune/lora.py'),
                               'mlxtune.lora.DoRAEmbedding.__call__': ('lora.html#doraembedding.__call__', 'mlxtune/lora.py'),
                               'mlxtune.lora.DoRAEmbedding.__init__': ('lora.html#doraembedding.__init__', 'mlxtune/lora.py'),

@@ -68,7 +68,8 @@ class TrainingArgs:
     attention_chunk_size: int|None = None
     pack: bool = False # Pack several samples into each row, each attending only to itself (`mlxtune.packing`)
     pack_length: int|None = None # Positions per packed row; None: the longest sample's, rounded up to a multiple of 8
-    # Unpacked batches are padded to a multiple of this; None: 8 on a CPU, 64 on a GPU (each new shape is a compilation)
+    # Unpacked batches are padded to a multiple of this (each new shape is a compilation); None: 8 on a CPU, 64 on
+    # Apple's GPU, 128 on CUDA (where MLX's fused attention has a backward pass only for multiples of 128)
     pad_multiple: int|None = None
     steps_per_report: int = 10 # Report the training loss every N updates
     steps_per_eval: int = 50 # Validation loss every N updates (and at the start and the end)
@@ -90,8 +91,8 @@ class TrainingArgs:
     clear_cache: bool = False # Empty MLX's buffer cache after every validation (its batches have other shapes)
     # Apple silicon: memory kept wired for the model (mx.set_wired_limit); None: MLX's default
     wired_limit_gb: float|None = None
-    # Choose grad_checkpoint, loss_chunk_size and the cache limit to stay under this many GB (measured before the
-    # first update); None: as given
+    # Choose grad_checkpoint, loss_chunk_size, the cache limit and the memory limit to stay under this many GB
+    # (measured before the first update); None: as given
     memory_budget_gb: float|None = None
     memory_report: bool = False # Show where the peak memory goes: the first update's, at the end the highest one's
     # Several workers: how long one waits for the others at a step before it ends the run (one of them stopped)
@@ -156,9 +157,11 @@ class TrainingArgs:
         for k in ('cache_limit_gb', 'memory_limit_gb', 'wired_limit_gb', 'memory_budget_gb', 'worker_timeout'):
             if getattr(self, k) is not None and getattr(self, k) <= 0:
                 raise ValueError(f'{k} must be > 0, got {getattr(self, k)}')
-        if self.memory_budget_gb is not None and self.cache_limit_gb is not None:
-            raise ValueError(f'memory_budget_gb={self.memory_budget_gb:g} sets the cache limit itself (to what the '
-                             'step leaves of the budget): give memory_budget_gb or cache_limit_gb, not both')
+        for k in ('cache_limit_gb', 'memory_limit_gb'):
+            if self.memory_budget_gb is not None and getattr(self, k) is not None:
+                raise ValueError(f'memory_budget_gb={self.memory_budget_gb:g} sets the cache limit (to what the step '
+                                 f'leaves of the budget) and the memory limit (the budget) itself: give '
+                                 f'memory_budget_gb or {k}, not both')
 
 # %% ../nbs/12_trainer.ipynb #b231282c
 @dataclass
@@ -453,7 +456,8 @@ def memory_lines(mb:dict)->list[str]:
 
 # %% ../nbs/12_trainer.ipynb #f52a57e4
 def _pad_multiple(args:TrainingArgs)->int:
-    return args.pad_multiple if args.pad_multiple is not None else 8 if on_cpu() else 64
+    if args.pad_multiple is not None: return args.pad_multiple
+    return 8 if on_cpu() else 128 if mx.cuda.is_available() else 64
 
 class Batches:
     "A run's batches, epoch after epoch in the order its seed gives: sample indices (or packed rows), and their arrays."
@@ -721,6 +725,8 @@ def fit_memory_budget(model, loss_fn:Callable, # The model trained (its optimize
                          'with more grad_accumulation_steps, shorter rows (max_seq_length), or a quantized base '
                          '(QLoRA) lowers it')
     mx.set_cache_limit(budget - peak)
+    # MLX waits for queued work to free its buffers rather than go past the budget (`mlxtune.gpu_queue`)
+    mx.set_memory_limit(budget)
     mx.reset_peak_memory()   # the run's peak counts from here: the probes' are none of its own
     if log is not None:
         changed = [s for s, on in (('grad_checkpoint on', c['grad_checkpoint'] != given['grad_checkpoint']),
@@ -728,7 +734,7 @@ def fit_memory_budget(model, loss_fn:Callable, # The model trained (its optimize
                                     c['loss_chunk_size'] != given['loss_chunk_size'])) if on]
         log(f"memory_budget_gb={args.memory_budget_gb:g}: {', '.join(changed) or 'the settings as given fit'} "
             f'(measured peak {peak / 1e9:.3g} GB on the longest batch; '
-            f'cache limited to {(budget - peak) / 1e9:.3g} GB)')
+            f'cache limited to {(budget - peak) / 1e9:.3g} GB, memory limit {args.memory_budget_gb:g} GB)')
     return c, tried
 
 # %% ../nbs/12_trainer.ipynb #5c8a1c53
