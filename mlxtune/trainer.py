@@ -30,7 +30,7 @@ from .losses import cross_entropy_loss, chunked_cross_entropy_loss, check_chunka
 from .adapters import save_adapters, on_cpu
 from .blas import cpu_hint
 from .lora import restore_adapter_state, restore_into
-from .recompute import grad_checkpointing
+from .recompute import grad_checkpointing, lean_mlps
 from .optim import lr_schedule, make_optimizer, SCHEDULES, OPTIMIZERS
 from .callbacks import Callback, PrintLogger, ProgressBar, WandbLogger, SwanLabLogger
 from . import checkpoints as ckpt
@@ -680,7 +680,8 @@ def step_peak(model, loss_fn:Callable, # The model trained and the run's loss (b
         return loss * n
     key, out = ckpt.rng_key(), None   # dropout draws random numbers: the run's own draws stay as they were
     try:
-        with grad_checkpointing(model, args.grad_checkpoint), query_chunked_attention(model, *attention_chunks):
+        with grad_checkpointing(model, args.grad_checkpoint), lean_mlps(model), \
+             query_chunked_attention(model, *attention_chunks):
             mx.reset_peak_memory()
             out = nn.value_and_grad(model, sum_loss)(model, batch.inputs, batch.targets, batch.mask, *batch.extra)
             mx.eval(out)
@@ -1019,7 +1020,7 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
     ctrl_c = _CtrlC(run.log) if run.world == 1 else contextlib.nullcontext()
     try:
         chunked = query_chunked_attention(model, *run.attention_chunks)
-        with ctrl_c, grad_checkpointing(model, args.grad_checkpoint), chunked:
+        with ctrl_c, grad_checkpointing(model, args.grad_checkpoint), lean_mlps(model), chunked:
             if st.step == 0 and run.resume is None:
                 run.validate()
                 if st.best_step == 0: run.save()   # the starting point, in case nothing beats it (keep_best)
