@@ -396,7 +396,9 @@ def worker_mlxtune(spec):
                  grad_checkpoint=spec['grad_checkpoint'])
     targs.update(spec['mlxtune_train'])
     hist = T.train(model, ds, None, T.TrainingArgs(**targs), adapter_config=None, callbacks=[Rec()], log=None)
-    return dict(t0=t['t0'], c0=t['c0'], steps=steps, peak_memory_gb=mx.get_peak_memory() / 1e9, max_rss_gb=rss_gb(),
+    # the run's peak: with memory_report=True MLX's own counts from the last update only (each is measured alone)
+    peak = max([mx.get_peak_memory() / 1e9] + [r['peak_memory_gb'] for r in hist.train])
+    return dict(t0=t['t0'], c0=t['c0'], steps=steps, peak_memory_gb=peak, max_rss_gb=rss_gb(),
                 n_frozen=frozen, n_lora=lora, settings=targs, memory=hist.memory)   # memory: with memory_report=True
 
 def worker_mlxlm(spec):
