@@ -79,8 +79,10 @@ def _unreplayable_dropout(model)->float:
 # %% ../nbs/03_recompute.ipynb #b858dff0
 class grad_checkpointing:
     "Context manager: the model's blocks recompute their activations in the backward pass, inside the `with` only."
-    def __init__(self, model, enabled:bool=True):
-        self.model, self.blocks, self.enabled = model, list(model.layers) if enabled else [], enabled
+    def __init__(self, model, enabled:bool=True,
+                 blocks:int|None=None): # Only the first `blocks` blocks; None: every one
+        self.model, self.enabled = model, enabled
+        self.blocks = list(model.layers)[:blocks] if enabled else []
     def __enter__(self):
         if self.enabled and (p := _unreplayable_dropout(self.model)):
             raise ValueError(f"grad_checkpoint with the model's own dropout layers (p={p}) would recompute each "

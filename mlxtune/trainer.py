@@ -9,7 +9,7 @@ __all__ = ['REPORT_TO', 'RUN_DEFINING', 'MEMORY_NOTES', 'WEIGHT_BOUND', 'CHANGEA
            'NonFiniteLoss', 'NonFiniteWeights', 'TrainingInterrupted', 'evaluate_metrics', 'evaluate',
            'check_trainable', 'run_fingerprint', 'training_loss', 'prepare_loss', 'run_optimizer', 'memory_breakdown',
            'memory_lines', 'Batches', 'total_steps', 'compiled_steps', 'worker_share', 'WorkersLost', 'bounded_wait',
-           'step_peak', 'fit_memory_budget', 'TrainingRun', 'train']
+           'step_peak', 'blocks_to_checkpoint', 'fit_memory_budget', 'TrainingRun', 'train']
 
 # %% ../nbs/12_trainer.ipynb #699423b7
 import contextlib, inspect, math, os, signal, sys, threading, time, json
@@ -60,6 +60,8 @@ class TrainingArgs:
     bias_correction: bool = True # Bias-correct 'adam'/'adamw' (without it their first updates are about 3x too small)
     max_grad_norm: float = 0.0 # Clip the gradient's global norm to this; 0: no clipping
     grad_checkpoint: bool = False # Recompute each block's activations in the backward pass (less memory, ~30% slower)
+    # With grad_checkpoint: only the first N blocks recompute theirs (fewer: faster, more memory); None: every block
+    grad_checkpoint_blocks: int|None = None
     # Compute the loss this many positions at a time, never forming the full logits; 0: all at once
     loss_chunk_size: int = 0
     # Attend this many query positions at a time, each chunk's scores recomputed in the backward pass
@@ -149,6 +151,9 @@ class TrainingArgs:
         if self.pack_length is not None and (not self.pack or self.pack_length < 8):
             raise ValueError(f'pack_length={self.pack_length}: needs pack=True and at least 8 positions')
         if self.loss_chunk_size < 0: raise ValueError(f'loss_chunk_size must be >= 0, got {self.loss_chunk_size}')
+        if self.grad_checkpoint_blocks is not None and (not self.grad_checkpoint or self.grad_checkpoint_blocks < 1):
+            raise ValueError(f'grad_checkpoint_blocks={self.grad_checkpoint_blocks}: needs grad_checkpoint=True and at '
+                             'least 1 block')
         if self.early_stopping_min_delta and not (self.early_stopping_patience or self.keep_best):
             raise ValueError(f'early_stopping_min_delta={self.early_stopping_min_delta} needs early_stopping_patience '
                              'or keep_best (it defines an improvement)')
@@ -680,7 +685,7 @@ def step_peak(model, loss_fn:Callable, # The model trained and the run's loss (b
         return loss * n
     key, out = ckpt.rng_key(), None   # dropout draws random numbers: the run's own draws stay as they were
     try:
-        with grad_checkpointing(model, args.grad_checkpoint), lean_mlps(model), \
+        with grad_checkpointing(model, args.grad_checkpoint, args.grad_checkpoint_blocks), lean_mlps(model), \
              query_chunked_attention(model, *attention_chunks):
             mx.reset_peak_memory()
             out = nn.value_and_grad(model, sum_loss)(model, batch.inputs, batch.targets, batch.mask, *batch.extra)
@@ -693,24 +698,46 @@ def step_peak(model, loss_fn:Callable, # The model trained and the run's loss (b
 
 # %% ../nbs/12_trainer.ipynb #430d64fa
 def _settings(c:dict)->str:
-    return ', '.join(['grad_checkpoint' if c['grad_checkpoint'] else 'no grad_checkpoint',
-                      f"loss_chunk_size={c['loss_chunk_size']}" if c['loss_chunk_size'] else 'the loss at once'])
+    "The checkpointing and loss settings of `c`, as a user would write them."
+    k = c.get('grad_checkpoint_blocks')
+    ckp = ('no grad_checkpoint' if not c['grad_checkpoint'] else
+           'grad_checkpoint' if k is None else f'grad_checkpoint, grad_checkpoint_blocks={k}')
+    return ', '.join([ckp, f"loss_chunk_size={c['loss_chunk_size']}" if c['loss_chunk_size'] else 'the loss at once'])
 
+# %% ../nbs/12_trainer.ipynb #1c4dadf2
+def blocks_to_checkpoint(model, loss_fn:Callable, args:TrainingArgs, batch:Batch, attention_chunks:tuple,
+                         plain:int, every:int, # The measured peaks: no block checkpointed, every block
+                         budget:int, # Bytes the step may peak at
+                        )->tuple:
+    "`(blocks, peak)`: how many of the first blocks to checkpoint to peak under `budget`; `(None, every)`: all of them."
+    n = len(model.layers)
+    per_block = max((plain - every) / n, 1)
+    k = min(n, max(1, math.ceil((plain - budget) / per_block)))
+    for _ in range(3):
+        if k >= n: break
+        peak = step_peak(model, loss_fn, replace(args, grad_checkpoint=True, grad_checkpoint_blocks=k), batch,
+                         attention_chunks)
+        if peak <= budget: return k, peak
+        k += max(1, math.ceil((peak - budget) / per_block))
+    return None, every
+
+# %% ../nbs/12_trainer.ipynb #86cc80f3
 def fit_memory_budget(model, loss_fn:Callable, # The model trained (its optimizer made) and the run's loss
                       args:TrainingArgs, # The run's options, `memory_budget_gb` set
                       batch:Batch, # The run's longest micro-batch (`Batches.largest`)
                       attention_chunks:tuple=(0, 0), # The run's query chunks of attention
                       log:Callable|None=None, # Where the line saying what was chosen goes
                      )->tuple:
-    "`(settings, tried)`: the fastest grad_checkpoint and loss_chunk_size that fit; `(settings, peak)` of each tried."
+    "`(settings, tried)`: the fastest checkpointing and loss_chunk_size that fit; `(settings, peak)` of each tried."
     budget = int(args.memory_budget_gb * 1e9)
-    given = {'grad_checkpoint': args.grad_checkpoint, 'loss_chunk_size': args.loss_chunk_size}
+    given = {'grad_checkpoint': args.grad_checkpoint, 'grad_checkpoint_blocks': args.grad_checkpoint_blocks,
+             'loss_chunk_size': args.loss_chunk_size}
+    every = {'grad_checkpoint': True, 'grad_checkpoint_blocks': None}
     # with accumulation, the earlier micro-batches' summed gradient is held through the next one
     held = (sum(v.nbytes for _, v in tree_flatten(model.trainable_parameters()))
             if args.grad_accumulation_steps > 1 else 0)
     tried = []
-    for c in (given, {**given, 'grad_checkpoint': True},
-              {'grad_checkpoint': True, 'loss_chunk_size': args.loss_chunk_size or 128}):
+    for c in (given, {**given, **every}, {**every, 'loss_chunk_size': args.loss_chunk_size or 128}):
         if any(c == t for t, _ in tried): continue
         try: peak = step_peak(model, loss_fn, replace(args, **c), batch, attention_chunks) + held
         except ValueError:   # a loss that cannot be chunked, a model whose own dropout rules out checkpointing
@@ -719,6 +746,10 @@ def fit_memory_budget(model, loss_fn:Callable, # The model trained (its optimize
         tried.append((c, peak))
         if peak <= budget: break
     c, peak = tried[-1]
+    if peak <= budget and len(tried) == 2 and not given['grad_checkpoint']:   # all blocks fit: perhaps fewer do
+        k, pk = blocks_to_checkpoint(model, loss_fn, args, batch, attention_chunks, tried[0][1] - held, peak - held,
+                                     budget - held)
+        if k is not None: c, peak = {**c, 'grad_checkpoint_blocks': k}, pk + held; tried.append((c, peak))
     if peak > budget:
         c, peak = min(tried, key=lambda t: t[1])
         raise ValueError(f'memory_budget_gb={args.memory_budget_gb:g} cannot be met: the leanest settings '
@@ -730,7 +761,9 @@ def fit_memory_budget(model, loss_fn:Callable, # The model trained (its optimize
     mx.set_memory_limit(budget)
     mx.reset_peak_memory()   # the run's peak counts from here: the probes' are none of its own
     if log is not None:
-        changed = [s for s, on in (('grad_checkpoint on', c['grad_checkpoint'] != given['grad_checkpoint']),
+        k, n = c['grad_checkpoint_blocks'], len(model.layers)
+        ckp = 'grad_checkpoint on' + (f' for the first {k} of {n} blocks (grad_checkpoint_blocks={k})' if k else '')
+        changed = [s for s, on in ((ckp, c['grad_checkpoint'] != given['grad_checkpoint']),
                                    (f"loss in chunks of {c['loss_chunk_size']} positions",
                                     c['loss_chunk_size'] != given['loss_chunk_size'])) if on]
         log(f"memory_budget_gb={args.memory_budget_gb:g}: {', '.join(changed) or 'the settings as given fit'} "
@@ -744,6 +777,8 @@ class TrainingRun:
     def __init__(self, model, train_set:TokenizedDataset, valid_set:TokenizedDataset|None, args:TrainingArgs,
                  adapter_config:dict|None, loss_fn:Callable, callbacks:list|None, log:Callable|None):
         check_trainable(model)
+        if (k := args.grad_checkpoint_blocks) is not None and k > len(model.layers):
+            raise ValueError(f'grad_checkpoint_blocks={k}: the model has {len(model.layers)} blocks')
         group = mx.distributed.init()
         self.world, self.rank = group.size(), group.rank()
         if self.world > 1 and args.batch_size % self.world:
@@ -1020,7 +1055,8 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
     ctrl_c = _CtrlC(run.log) if run.world == 1 else contextlib.nullcontext()
     try:
         chunked = query_chunked_attention(model, *run.attention_chunks)
-        with ctrl_c, grad_checkpointing(model, args.grad_checkpoint), lean_mlps(model), chunked:
+        with ctrl_c, grad_checkpointing(model, args.grad_checkpoint, args.grad_checkpoint_blocks), lean_mlps(model), \
+             chunked:
             if st.step == 0 and run.resume is None:
                 run.validate()
                 if st.best_step == 0: run.save()   # the starting point, in case nothing beats it (keep_best)
