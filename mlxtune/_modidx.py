@@ -602,6 +602,7 @@ d = { 'settings': {'branch': 'main', 'doc_baseurl': '/', 'doc_host': '', 'git_ur
                                  'mlxtune.trainer._settings': ('trainer.html#_settings', 'mlxtune/trainer.py'),
                                  'mlxtune.trainer._state_dict': ('trainer.html#_state_dict', 'mlxtune/trainer.py'),
                                  'mlxtune.trainer._within_bound': ('trainer.html#_within_bound', 'mlxtune/trainer.py'),
+                                 'mlxtune.trainer.as_trained': ('trainer.html#as_trained', 'mlxtune/trainer.py'),
                                  'mlxtune.trainer.blocks_to_checkpoint': ('trainer.html#blocks_to_checkpoint', 'mlxtune/trainer.py'),
                                  'mlxtune.trainer.bounded_wait': ('trainer.html#bounded_wait', 'mlxtune/trainer.py'),
                                  'mlxtune.trainer.check_trainable': ('trainer.html#check_trainable', 'mlxtune/trainer.py'),

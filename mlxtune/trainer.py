@@ -9,7 +9,7 @@ __all__ = ['REPORT_TO', 'RUN_DEFINING', 'MEMORY_NOTES', 'WEIGHT_BOUND', 'CHANGEA
            'NonFiniteLoss', 'NonFiniteWeights', 'TrainingInterrupted', 'evaluate_metrics', 'evaluate',
            'check_trainable', 'run_fingerprint', 'training_loss', 'prepare_loss', 'run_optimizer', 'memory_breakdown',
            'memory_lines', 'Batches', 'total_steps', 'compiled_steps', 'worker_share', 'WorkersLost', 'bounded_wait',
-           'step_peak', 'blocks_to_checkpoint', 'fit_memory_budget', 'TrainingRun', 'train']
+           'as_trained', 'step_peak', 'blocks_to_checkpoint', 'fit_memory_budget', 'TrainingRun', 'train']
 
 # %% ../nbs/12_trainer.ipynb #699423b7
 import contextlib, inspect, math, os, signal, sys, threading, time, json
@@ -672,6 +672,16 @@ def largest(self:Batches, rank:int=0, world:int=1)->Batch:
     share = worker_share(idx, rank, world)
     return self.make(share if len(share) else idx[:1])
 
+# %% ../nbs/12_trainer.ipynb #fd6432c0
+@contextlib.contextmanager
+def as_trained(model, args:TrainingArgs, # Its grad_checkpoint and grad_checkpoint_blocks
+               attention_chunks:tuple=(0, 0), # The run's query chunks of attention (`_attention_chunks`)
+              ):
+    "Inside the `with`: `model` in the form a run trains it (checkpointed blocks, lean MLPs, attention in chunks)."
+    with grad_checkpointing(model, args.grad_checkpoint, args.grad_checkpoint_blocks), lean_mlps(model), \
+         query_chunked_attention(model, *attention_chunks):
+        yield model
+
 # %% ../nbs/12_trainer.ipynb #4a8d992f
 def step_peak(model, loss_fn:Callable, # The model trained and the run's loss (before `training_loss`)
               args:TrainingArgs, # Its grad_checkpoint and loss_chunk_size are the ones measured
@@ -685,8 +695,7 @@ def step_peak(model, loss_fn:Callable, # The model trained and the run's loss (b
         return loss * n
     key, out = ckpt.rng_key(), None   # dropout draws random numbers: the run's own draws stay as they were
     try:
-        with grad_checkpointing(model, args.grad_checkpoint, args.grad_checkpoint_blocks), lean_mlps(model), \
-             query_chunked_attention(model, *attention_chunks):
+        with as_trained(model, args, attention_chunks):
             mx.reset_peak_memory()
             out = nn.value_and_grad(model, sum_loss)(model, batch.inputs, batch.targets, batch.mask, *batch.extra)
             mx.eval(out)
@@ -1054,9 +1063,7 @@ def train(model, # A model with adapters applied (`apply_lora`): its trainable p
     run.begin()
     ctrl_c = _CtrlC(run.log) if run.world == 1 else contextlib.nullcontext()
     try:
-        chunked = query_chunked_attention(model, *run.attention_chunks)
-        with ctrl_c, grad_checkpointing(model, args.grad_checkpoint, args.grad_checkpoint_blocks), lean_mlps(model), \
-             chunked:
+        with ctrl_c, as_trained(model, args, run.attention_chunks):
             if st.step == 0 and run.resume is None:
                 run.validate()
                 if st.best_step == 0: run.save()   # the starting point, in case nothing beats it (keep_best)
