@@ -775,8 +775,9 @@ def fit_memory_budget(model, loss_fn:Callable, # The model trained (its optimize
     if peak > budget:
         c, peak = min(tried, key=lambda t: t[1])
         raise ValueError(f'memory_budget_gb={args.memory_budget_gb:g} cannot be met: the leanest settings '
-                         f'({_settings(c)}) peak at {peak / 1e9:.3g} GB on the longest batch (the budget less '
-                         f'{BUDGET_HEADROOM:.0%} for queued work: {budget / 1e9:.3g} GB); a smaller batch_size '
+                         f'({_settings(c)}) peak at {peak / 1e9:.3g} GB on the longest batch, so the smallest budget '
+                         f'that fits is {peak / (1 - BUDGET_HEADROOM) / 1e9:.3g} GB ({BUDGET_HEADROOM:.0%} of it is '
+                         'kept for queued work); a smaller batch_size '
                          'with more grad_accumulation_steps, shorter rows (max_seq_length), or a quantized base '
                          '(QLoRA) lowers it')
     mx.set_cache_limit(budget - peak)
