@@ -65,6 +65,7 @@ def test_files_config_and_test_split(tmp_path):
     (['--beta', '0.2'], None, 'beta applies to a preference loss'),
     (['--memory-budget-gb', '8', '--cache-limit-gb', '1'], None, 'give --memory-budget-gb or --cache-limit-gb, not both'),
     (['--grad-checkpoint-blocks', '4'], None, '--grad-checkpoint-blocks 4: needs --grad-checkpoint and at least 1 block'),
+    (['--micro-batch-size', '9'], None, '--micro-batch-size 9: must be between 1 and --batch-size 8'),
 ])
 def test_bad_options_are_clear_errors(tmp_path, args, config, msg):
     if config: (tmp_path/'c.yaml').write_text(config); args = [*args, '-c', 'c.yaml']
