@@ -100,8 +100,8 @@ class TrainingArgs:
     clear_cache: bool = False # Empty MLX's buffer cache after every validation (its batches have other shapes)
     # Apple silicon: memory kept wired for the model (mx.set_wired_limit); None: MLX's default
     wired_limit_gb: float|None = None
-    # Choose grad_checkpoint, loss_chunk_size, attention_chunk_size, micro_batch_size, the cache limit and the memory
-    # limit to stay under this many GB (measured before the first update); None: as given
+    # Choose recompute_norms, grad_checkpoint, loss_chunk_size, attention_chunk_size, micro_batch_size, the cache
+    # limit and the memory limit to stay under this many GB (measured before the first update); None: as given
     memory_budget_gb: float|None = None
     memory_report: bool = False # Show where the peak memory goes: the first update's, at the end the highest one's
     # Several workers: how long one waits for the others at a step before it ends the run (one of them stopped)
